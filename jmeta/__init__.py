@@ -1,0 +1,17 @@
+"""jmeta: meta-learning and few-shot learning as pure JAX functions."""
+
+from jmeta import algorithms, datasets, losses, models
+from jmeta.algorithms import anil, fomaml, maml, metasgd, path_mask, pretrained, reptile
+from jmeta.base import MetaLearner
+from jmeta.evaluation import Summary, evaluator, summarize
+from jmeta.inner import inner_loop
+from jmeta.tasks import Split, Task, check_meta_batch, check_task, task_spec
+from jmeta.training import TrainState, fit, init_state, meta_step
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'MetaLearner', 'Split', 'Summary', 'Task', 'TrainState', 'algorithms', 'anil', 'check_meta_batch', 'check_task',
+    'datasets', 'evaluator', 'fit', 'fomaml', 'init_state', 'inner_loop', 'losses', 'maml', 'meta_step', 'metasgd',
+    'models', 'path_mask', 'pretrained', 'reptile', 'summarize', 'task_spec',
+]

@@ -1,0 +1,10 @@
+"""Meta-learners, each a `jmeta.MetaLearner` of pure per-task functions."""
+
+from jmeta.algorithms.maml import anil, fomaml, maml
+from jmeta.algorithms.metasgd import MetaSGDParams, metasgd, scale_by_learned_lr
+from jmeta.algorithms.pretrained import pretrained
+from jmeta.algorithms.reptile import reptile
+from jmeta.inner import path_mask
+
+__all__ = ['maml', 'fomaml', 'anil', 'metasgd', 'MetaSGDParams', 'scale_by_learned_lr', 'reptile', 'pretrained',
+           'path_mask']

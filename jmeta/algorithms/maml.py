@@ -1,0 +1,64 @@
+"""MAML, first-order MAML and ANIL."""
+
+from __future__ import annotations
+
+import optax
+
+from jmeta import losses
+from jmeta.algorithms._gradient_based import LossFn, MetricsFn, gradient_based
+from jmeta.base import ApplyFn, MetaLearner
+from jmeta.inner import Mask, as_optimizer
+
+
+def maml(
+    apply_fn: ApplyFn,
+    inner_opt: optax.GradientTransformation | float = 0.01,
+    steps: int = 1,
+    *,
+    first_order: bool = False,
+    mask: Mask | None = None,
+    loss_fn: LossFn = losses.mse,
+    metrics_fn: MetricsFn | None = None,
+    remat: bool = False,
+) -> MetaLearner:
+  """Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, 2017, arXiv:1703.03400).
+
+  The meta-parameters are the model's initialisation. The meta-loss of a task is the query loss after `steps`
+  steps of `inner_opt` on the support set; its gradient is exact second order (`jax.grad` through the scanned
+  inner loop) unless `first_order=True`.
+
+  Args:
+    apply_fn: `apply_fn(params, x) -> predictions` for `x: [examples, *input_shape]`.
+    inner_opt: an optax transformation, or a step size for plain SGD. To differentiate through Adam use
+      `optax.adam(lr, eps_root=1e-8)`: with `eps_root=0` the second-order gradient is NaN wherever an inner
+      gradient is exactly zero.
+    steps: inner steps during meta-training (>= 1); `adapt(..., steps=S)` overrides it.
+    first_order: drop the second-order terms (first-order MAML).
+    mask: booleans shaped like the params, or a function of the params returning them; only True leaves are
+      adapted in the inner loop (see `anil`).
+    loss_fn: `(predictions, targets) -> scalar`, used in both loops.
+    metrics_fn: extra `(predictions, targets) -> {name: scalar}` reported on the query set.
+    remat: `jax.checkpoint` each inner step so memory does not grow with `steps`.
+  """
+  opt = as_optimizer(inner_opt)
+  return gradient_based(
+      apply_fn, init=lambda key, model_params: model_params, unpack=lambda params: (params, opt), steps=steps,
+      first_order=first_order, mask=mask, loss_fn=loss_fn, metrics_fn=metrics_fn, remat=remat)
+
+
+def fomaml(apply_fn: ApplyFn, inner_opt: optax.GradientTransformation | float = 0.01, steps: int = 1,
+           **kwargs) -> MetaLearner:
+  """First-order MAML (Finn et al., 2017, arXiv:1703.03400, section 5.2): `maml(..., first_order=True)`."""
+  return maml(apply_fn, inner_opt, steps, first_order=True, **kwargs)
+
+
+def anil(apply_fn: ApplyFn, mask: Mask, inner_opt: optax.GradientTransformation | float = 0.01, steps: int = 1,
+         **kwargs) -> MetaLearner:
+  """Almost No Inner Loop (Raghu et al., 2020, arXiv:1909.09157): MAML adapting only the `mask`ed parameters.
+
+  `mask` selects the leaves the inner loop adapts, e.g. `jmeta.path_mask('head')` for the classifier head; the
+  others are meta-learned but frozen within a task.
+  """
+  if mask is None:
+    raise ValueError('anil needs a mask selecting the parameters to adapt, e.g. jmeta.path_mask("head")')
+  return maml(apply_fn, inner_opt, steps, mask=mask, **kwargs)

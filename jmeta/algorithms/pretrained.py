@@ -1,0 +1,47 @@
+"""The "pretrained" baseline of the MAML paper: one network trained on all tasks, fine-tuned at test time."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jmeta import losses
+from jmeta.algorithms._gradient_based import LossFn, MetricsFn, split_loss
+from jmeta.base import ApplyFn, MetaLearner, Metrics, Params
+from jmeta.checks import check_positive_int
+from jmeta.inner import as_optimizer, inner_loop
+from jmeta.tasks import Split, Task, check_task
+
+
+def pretrained(
+    apply_fn: ApplyFn,
+    inner_opt: optax.GradientTransformation | float = 0.01,
+    steps: int = 1,
+    *,
+    loss_fn: LossFn = losses.mse,
+    metrics_fn: MetricsFn | None = None,
+) -> MetaLearner:
+  """Multi-task pretraining, the baseline of Finn et al. (2017, arXiv:1703.03400, section 5.1).
+
+  Meta-training fits one set of weights to every task's data (support and query) with no adaptation; `adapt`
+  then fine-tunes them on a support set with `inner_opt` for `steps` steps, as the meta-learners do.
+  """
+  opt = as_optimizer(inner_opt)
+  check_positive_int(steps, 'steps (fine-tuning steps)', minimum=0)
+
+  def adapt(params: Params, support: Split, *, steps: int = steps) -> Params:
+    return inner_loop(lambda p: split_loss(apply_fn, loss_fn, p, support), params, opt, steps)[0]
+
+  def loss(params: Params, task: Task) -> tuple[jax.Array, Metrics]:
+    check_task(task)
+    data = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
+    predictions = apply_fn(params, data.x)
+    value = loss_fn(predictions, data.y)
+    metrics = {'loss': value}
+    if metrics_fn is not None:
+      metrics.update(metrics_fn(predictions, data.y))
+    return value, metrics
+
+  return MetaLearner(init=lambda key, model_params: model_params, adapt=adapt, predict=apply_fn, loss=loss,
+                     meta_grad=jax.grad(loss, has_aux=True))

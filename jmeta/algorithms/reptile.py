@@ -1,0 +1,69 @@
+"""Reptile: move the initialisation toward the weights adapted to each task."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jmeta import losses
+from jmeta.algorithms._gradient_based import LossFn, MetricsFn, split_loss
+from jmeta.base import ApplyFn, MetaLearner, Metrics, Params
+from jmeta.checks import check_positive_int
+from jmeta.inner import as_optimizer, inner_loop
+from jmeta.tasks import Split, Task, check_task
+
+
+def reptile(
+    apply_fn: ApplyFn,
+    inner_opt: optax.GradientTransformation | float = 0.02,
+    steps: int = 5,
+    *,
+    use_query: bool = True,
+    loss_fn: LossFn = losses.mse,
+    metrics_fn: MetricsFn | None = None,
+) -> MetaLearner:
+  """Reptile (Nichol, Achiam & Schulman, 2018, arXiv:1803.02999).
+
+  `meta_grad` returns `params - adapted`, the displacement from the weights after `steps` steps of `inner_opt`
+  on the task's data, so any optax outer optimizer applies: `optax.sgd(eps)` gives the paper's update
+  `params + eps * (adapted - params)`, averaged over the meta-batch.
+
+  Args:
+    apply_fn: `apply_fn(params, x) -> predictions`.
+    inner_opt: an optax transformation, or a step size for plain SGD.
+    steps: inner steps (>= 1).
+    use_query: train the inner loop on support and query together (all of the task's data, as the paper does);
+      False uses the support set alone.
+    loss_fn, metrics_fn: as in `jmeta.maml`. `loss` reports the query loss after adapting on the support set.
+  """
+  opt = as_optimizer(inner_opt)
+  check_positive_int(steps, 'steps (inner steps during meta-training)')
+
+  def run_inner(params: Params, split: Split, num_steps: int) -> tuple[Params, jax.Array]:
+    return inner_loop(lambda p: split_loss(apply_fn, loss_fn, p, split), params, opt, num_steps)
+
+  def adapt(params: Params, support: Split, *, steps: int = steps) -> Params:
+    return run_inner(params, support, steps)[0]
+
+  def loss(params: Params, task: Task) -> tuple[jax.Array, Metrics]:
+    check_task(task)
+    fast = adapt(params, task.support)
+    predictions = apply_fn(fast, task.query.x)
+    query_loss = loss_fn(predictions, task.query.y)
+    metrics = {'loss': query_loss}
+    if metrics_fn is not None:
+      metrics.update(metrics_fn(predictions, task.query.y))
+    return query_loss, metrics
+
+  def meta_grad(params: Params, task: Task) -> tuple[Params, Metrics]:
+    check_task(task)
+    data = task.support
+    if use_query:
+      data = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
+    fast, train_losses = run_inner(params, data, steps)
+    grads = jax.tree.map(lambda p, f: p - f, params, jax.lax.stop_gradient(fast))
+    return grads, {'loss': split_loss(apply_fn, loss_fn, fast, data), 'support_loss': train_losses[0]}
+
+  return MetaLearner(init=lambda key, model_params: model_params, adapt=adapt, predict=apply_fn, loss=loss,
+                     meta_grad=meta_grad)

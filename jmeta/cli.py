@@ -1,0 +1,167 @@
+"""The `jmeta` command: `jmeta train ...`, `jmeta eval DIR ...`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+from typing import Sequence
+
+CONFIG_FILE = 'config.json'
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='jmeta', description='Meta-learning in JAX.')
+  sub = parser.add_subparsers(dest='command', required=True)
+
+  train = sub.add_parser('train', help='meta-train, log metrics, checkpoint, evaluate on fresh test tasks')
+  train.add_argument('--algo', required=True, help='maml, fomaml, metasgd, anil, reptile or pretrained')
+  train.add_argument('--dataset', default=None, help='sinusoid (the default)')
+  train.add_argument('--shots', type=int, help='examples per task in the support set (default 10)')
+  train.add_argument('--queries', type=int, help='examples per task in the query set while training '
+                     '(default: as many as shots)')
+  train.add_argument('--meta-batch', type=int, help='tasks per meta-step (default: published)')
+  train.add_argument('--steps', type=int, help='meta-steps in all (default: published)')
+  train.add_argument('--inner-steps', type=int, help='inner steps per task while training (default: published)')
+  train.add_argument('--inner-lr', type=float, help='inner step size (default: published)')
+  train.add_argument('--inner-opt', help='inner optimizer: sgd or adam (default: sgd)')
+  train.add_argument('--outer-lr', type=float, help='outer step size (default: published)')
+  train.add_argument('--seed', type=int)
+  train.add_argument('--log-every', type=int, help='meta-steps per logged record (default 100)')
+  train.add_argument('--eval-every', type=int, help='meta-steps between validations (default: a tenth of the run)')
+  train.add_argument('--checkpoint-every', type=int, help='meta-steps between checkpoints (default: as eval)')
+  train.add_argument('--eval-episodes', type=int, help='test tasks in the final evaluation (default 1000)')
+  train.add_argument('--remat', action='store_true', default=None, help='rematerialise inner steps (less memory)')
+  train.add_argument('--out', required=True, help='run directory: config, metrics.jsonl, checkpoints')
+  train.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+  train.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+  ev = sub.add_parser('eval', help='evaluate a trained run on fresh test tasks')
+  ev.add_argument('run_dir')
+  ev.add_argument('--episodes', type=int, default=1000, help='test tasks (default 1000)')
+  ev.add_argument('--seed', type=int, default=0, help='seed of the test tasks (default 0)')
+  ev.add_argument('--inner-steps', type=int, help='inner steps at test time (default: the run\'s own)')
+  return parser
+
+
+_CONFIG_FIELDS = ('algo', 'dataset', 'shots', 'queries', 'meta_batch', 'steps', 'inner_steps', 'inner_lr',
+                  'inner_opt', 'outer_lr', 'seed', 'log_every', 'eval_every', 'checkpoint_every', 'eval_episodes',
+                  'remat')
+
+
+def _train_config(args: argparse.Namespace):
+  from jmeta.recipes import Config, resolve
+  given = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
+  path = os.path.join(args.out, CONFIG_FILE)
+  if args.resume:
+    if not os.path.exists(path):
+      raise ValueError(f'--resume: no run to resume in {args.out} (no {CONFIG_FILE})')
+    with open(path) as f:
+      saved = resolve(Config.from_json(json.load(f)))
+    conflicts = {k: (getattr(saved, k), v) for k, v in given.items()
+                 if k != 'steps' and getattr(saved, k) != v}
+    if conflicts:
+      detail = ', '.join(f'{k}: run has {a!r}, given {b!r}' for k, (a, b) in conflicts.items())
+      raise ValueError(f'--resume continues the run as it was configured; these arguments differ: {detail}')
+    return resolve(dataclasses.replace(saved, steps=given.get('steps', saved.steps)))
+  if os.path.exists(path):
+    raise ValueError(f'{args.out} already holds a run; pass --resume to continue it or choose another --out')
+  return resolve(Config(**given))
+
+
+def _final_record(experiment, params, *, episodes: int, seed: int, inner_steps: int) -> dict:
+  from jmeta.evaluation import evaluator, summarize
+  from jmeta.recipes import test_key
+  scores = evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=inner_steps)
+  summary = summarize(scores(params, test_key(seed), episodes))
+  return {experiment.metric: summary.mean, 'ci95': summary.ci95, 'episodes': episodes,
+          'shots': experiment.config.shots, 'inner_steps': inner_steps}
+
+
+def train(args: argparse.Namespace) -> dict:
+  config = _train_config(args)
+  import jax
+  from jmeta import recipes
+  from jmeta.evaluation import evaluator, summarize
+  from jmeta.tasks import task_spec
+  from jmeta.training import fit, init_state
+  from jmeta.training.plots import plot_learning_curve
+
+  experiment = recipes.build(config)
+  c = experiment.config
+  os.makedirs(args.out, exist_ok=True)
+  if not args.resume:
+    with open(os.path.join(args.out, CONFIG_FILE), 'w') as f:
+      json.dump(c.to_json(), f, indent=2)
+
+  keys = recipes.keys(c.seed)
+  state = init_state(experiment.learner, experiment.outer_opt, keys['train'], experiment.init_model(keys['model']))
+  valid = evaluator(experiment.learner, experiment.test_tasks, experiment.score)
+
+  def eval_fn(params):
+    s = summarize(valid(params, keys['valid'], 200))
+    return {f'valid_{experiment.metric}': s.mean, 'valid_ci95': s.ci95}
+
+  state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
+              steps=c.steps, out_dir=args.out, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
+              eval_every=c.eval_every, eval_fn=eval_fn, resume=args.resume, progress=not args.no_progress,
+              task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))))
+  plot_learning_curve(args.out)
+  return _final_record(experiment, state.params, episodes=c.eval_episodes, seed=c.seed,
+                       inner_steps=c.inner_steps)
+
+
+def load_run(run_dir: str):
+  """The experiment and final meta-parameters of a run directory written by `jmeta train`."""
+  from jmeta import recipes
+  from jmeta.training import Checkpoints, init_state
+  path = os.path.join(run_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f'{run_dir} is not a jmeta run directory: {CONFIG_FILE} is missing')
+  with open(path) as f:
+    experiment = recipes.build(recipes.Config.from_json(json.load(f)))
+  keys = recipes.keys(experiment.config.seed)
+  like = init_state(experiment.learner, experiment.outer_opt, keys['train'], experiment.init_model(keys['model']))
+  checkpoints = Checkpoints(os.path.join(run_dir, 'checkpoints'))
+  try:
+    state = checkpoints.restore(like)
+  finally:
+    checkpoints.close()
+  return experiment, state
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+  experiment, state = load_run(args.run_dir)
+  inner_steps = experiment.config.inner_steps if args.inner_steps is None else args.inner_steps
+  from jmeta.checks import check_positive_int
+  check_positive_int(inner_steps, '--inner-steps', minimum=0)
+  check_positive_int(args.episodes, '--episodes')
+  return _final_record(experiment, state.params, episodes=args.episodes, seed=args.seed, inner_steps=inner_steps)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  """Runs a command; prints its result as one JSON line, last. Bad input raises `ValueError`."""
+  args = _parser().parse_args(argv)
+  record = train(args) if args.command == 'train' else evaluate(args)
+  print(json.dumps(record), flush=True)
+  return record
+
+
+def run() -> None:
+  """The console script: `main` with errors as one line on stderr and exit status 2; SIGTERM saves first."""
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    main()
+  except ValueError as e:
+    print(f'jmeta: error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print('jmeta: interrupted; the last checkpoint is saved, continue with --resume', file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,89 @@
+"""The data model: a task is a support set and a query set; a meta-batch adds a leading axis."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Split(NamedTuple):
+  """Labelled examples of one task.
+
+  Attributes:
+    x: inputs, `[examples, *input_shape]`.
+    y: targets, `[examples, *target_shape]` (class indices `[examples]` for classification).
+  """
+  x: jax.Array
+  y: jax.Array
+
+
+class Task(NamedTuple):
+  """One few-shot task: adapt on `support`, evaluate on `query`.
+
+  A meta-batch is a `Task` whose leaves carry a leading task axis, as produced by `jax.vmap` of a sampler.
+  """
+  support: Split
+  query: Split
+
+
+def _shape(a: Any) -> tuple[int, ...]:
+  return tuple(np.shape(a))
+
+
+def check_task(task: Task, name: str = 'task') -> None:
+  """Raises `ValueError` unless `task` is one well-formed task.
+
+  Checks that x and y of each split agree on the number of examples and that support and query agree on the
+  input and target shapes. Runs on shapes only, so it works on tracers at trace time.
+  """
+  if not isinstance(task, Task) or not all(isinstance(s, Split) for s in task):
+    raise ValueError(f'{name} must be a jmeta.Task(support=Split(x, y), query=Split(x, y)); got {type(task).__name__}')
+  for part in ('support', 'query'):
+    split = getattr(task, part)
+    xs, ys = _shape(split.x), _shape(split.y)
+    if len(xs) < 1 or len(ys) < 1:
+      raise ValueError(f'{name}.{part}: x and y need a leading examples axis; got x {xs}, y {ys}')
+    if xs[0] != ys[0]:
+      raise ValueError(f'{name}.{part}: x has {xs[0]} examples but y has {ys[0]} (x {xs}, y {ys})')
+  sx, qx = _shape(task.support.x), _shape(task.query.x)
+  if sx[1:] != qx[1:]:
+    raise ValueError(f'{name}: support inputs have shape {sx[1:]} per example but query inputs have {qx[1:]}; '
+                     'they must match')
+  sy, qy = _shape(task.support.y), _shape(task.query.y)
+  if sy[1:] != qy[1:]:
+    raise ValueError(f'{name}: support targets have shape {sy[1:]} per example but query targets have {qy[1:]}; '
+                     'they must match')
+
+
+def task_spec(task: Task) -> Task:
+  """The shapes and dtypes of `task` as `jax.ShapeDtypeStruct` leaves (what `check_meta_batch` compares to)."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(_shape(a), jnp.result_type(a)), task)
+
+
+def check_meta_batch(batch: Task, spec: Task | None = None) -> int:
+  """Raises `ValueError` unless `batch` is a meta-batch of tasks; returns the number of tasks.
+
+  Args:
+    batch: a `Task` whose leaves have a leading task axis, `[tasks, examples, ...]`.
+    spec: the shapes of one task (a task or `task_spec(task)`). With it, a single task passed where a meta-batch
+      is expected is caught even when its shapes happen to look batched.
+  """
+  if not isinstance(batch, Task):
+    raise ValueError(f'meta-batch must be a jmeta.Task with a leading task axis; got {type(batch).__name__}')
+  leaves = jax.tree_util.tree_leaves_with_path(batch)
+  sizes = {jax.tree_util.keystr(p): _shape(a)[:1] for p, a in leaves}
+  if len(set(sizes.values())) != 1 or () in sizes.values():
+    raise ValueError(f'meta-batch leaves must share a leading task axis; got leading sizes {sizes}')
+  if spec is not None:
+    for (path, a), s in zip(leaves, jax.tree.leaves(spec)):
+      want = (None, *_shape(s))
+      if _shape(a)[1:] != want[1:]:
+        where = jax.tree_util.keystr(path)
+        raise ValueError(f'meta-batch{where} has shape {_shape(a)}; expected [tasks, {", ".join(map(str, want[1:]))}]'
+                         f' (one task has {_shape(s)}). Did you pass a single task without a leading task axis?')
+  per_task = jax.tree.map(lambda a: jax.ShapeDtypeStruct(_shape(a)[1:], jnp.result_type(a)), batch)
+  check_task(per_task, 'each task of the meta-batch')
+  return next(iter(sizes.values()))[0]

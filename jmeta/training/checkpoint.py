@@ -1,0 +1,42 @@
+"""Checkpoints of a `TrainState` with Orbax: save every so often, restore the latest to resume."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from jmeta.training.meta_step import TrainState
+
+
+class Checkpoints:
+  """The checkpoints of one run, in `directory` (created if missing); keeps the newest `max_to_keep`."""
+
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+    import orbax.checkpoint as ocp  # Heavy; only runs that checkpoint pay for it.
+    self._ocp = ocp
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
+    return self._manager.latest_step()
+
+  def save(self, state: TrainState) -> None:
+    """Saves `state` under its step (asynchronously; `wait` or `close` to be sure it is on disk)."""
+    self._manager.save(int(state.step), args=self._ocp.args.StandardSave(state))
+
+  def restore(self, like: TrainState, step: int | None = None) -> TrainState:
+    """The state saved at `step` (default: the latest), with the structure, shapes and dtypes of `like`."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint to restore in {self._manager.directory}')
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+    restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+    return TrainState(*restored) if not isinstance(restored, TrainState) else restored
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
