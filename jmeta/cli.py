@@ -72,10 +72,14 @@ def _train_config(args: argparse.Namespace):
   return resolve(Config(**given))
 
 
-def _final_record(experiment, params, *, episodes: int, seed: int, inner_steps: int) -> dict:
-  from jmeta.evaluation import evaluator, summarize
+def _test_scores(experiment, inner_steps: int):
+  from jmeta.evaluation import evaluator
+  return evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=inner_steps)
+
+
+def _final_record(experiment, scores, params, *, episodes: int, seed: int, inner_steps: int) -> dict:
+  from jmeta.evaluation import summarize
   from jmeta.recipes import test_key
-  scores = evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=inner_steps)
   summary = summarize(scores(params, test_key(seed), episodes))
   return {experiment.metric: summary.mean, 'ci95': summary.ci95, 'episodes': episodes,
           'shots': experiment.config.shots, 'inner_steps': inner_steps}
@@ -85,9 +89,9 @@ def train(args: argparse.Namespace) -> dict:
   config = _train_config(args)
   import jax
   from jmeta import recipes
-  from jmeta.evaluation import evaluator, summarize
+  from jmeta.evaluation import summarize
   from jmeta.tasks import task_spec
-  from jmeta.training import fit, init_state
+  from jmeta.training import fit
   from jmeta.training.plots import plot_learning_curve
 
   experiment = recipes.build(config)
@@ -98,8 +102,8 @@ def train(args: argparse.Namespace) -> dict:
       json.dump(c.to_json(), f, indent=2)
 
   keys = recipes.keys(c.seed)
-  state = init_state(experiment.learner, experiment.outer_opt, keys['train'], experiment.init_model(keys['model']))
-  valid = evaluator(experiment.learner, experiment.test_tasks, experiment.score)
+  state = _initial_state(experiment, keys)
+  valid = _test_scores(experiment, c.inner_steps)
 
   def eval_fn(params):
     s = summarize(valid(params, keys['valid'], 200))
@@ -110,21 +114,27 @@ def train(args: argparse.Namespace) -> dict:
               eval_every=c.eval_every, eval_fn=eval_fn, resume=args.resume, progress=not args.no_progress,
               task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))))
   plot_learning_curve(args.out)
-  return _final_record(experiment, state.params, episodes=c.eval_episodes, seed=c.seed,
+  return _final_record(experiment, valid, state.params, episodes=c.eval_episodes, seed=c.seed,
                        inner_steps=c.inner_steps)
+
+
+def _initial_state(experiment, keys):
+  import jax
+  from jmeta.training import init_state
+  return jax.jit(lambda k_train, k_model: init_state(
+      experiment.learner, experiment.outer_opt, k_train, experiment.init_model(k_model)))(keys['train'], keys['model'])
 
 
 def load_run(run_dir: str):
   """The experiment and final meta-parameters of a run directory written by `jmeta train`."""
   from jmeta import recipes
-  from jmeta.training import Checkpoints, init_state
+  from jmeta.training import Checkpoints
   path = os.path.join(run_dir, CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f'{run_dir} is not a jmeta run directory: {CONFIG_FILE} is missing')
   with open(path) as f:
     experiment = recipes.build(recipes.Config.from_json(json.load(f)))
-  keys = recipes.keys(experiment.config.seed)
-  like = init_state(experiment.learner, experiment.outer_opt, keys['train'], experiment.init_model(keys['model']))
+  like = _initial_state(experiment, recipes.keys(experiment.config.seed))
   checkpoints = Checkpoints(os.path.join(run_dir, 'checkpoints'))
   try:
     state = checkpoints.restore(like)
@@ -139,7 +149,8 @@ def evaluate(args: argparse.Namespace) -> dict:
   from jmeta.checks import check_positive_int
   check_positive_int(inner_steps, '--inner-steps', minimum=0)
   check_positive_int(args.episodes, '--episodes')
-  return _final_record(experiment, state.params, episodes=args.episodes, seed=args.seed, inner_steps=inner_steps)
+  return _final_record(experiment, _test_scores(experiment, inner_steps), state.params, episodes=args.episodes,
+                       seed=args.seed, inner_steps=inner_steps)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -36,24 +36,23 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
               batch_size: int = 250, **adapt_kwargs) -> Callable[[Params, jax.Array, int], np.ndarray]:
   """`scores(params, key, episodes) -> [episodes]`: each episode's score after adaptation on its support set.
 
-  Episodes are drawn from `jax.random.split(key, episodes)`, so the same key gives the same episodes. They are
-  run `batch_size` at a time under one compiled `vmap`. `adapt_kwargs` go to `learner.adapt` (e.g. `steps=5`).
+  Episode `i` is `sample(jax.random.fold_in(key, i))`, so the same key gives the same episodes, and a longer
+  evaluation extends a shorter one. Episodes run `batch_size` at a time through one compiled `vmap`.
+  `adapt_kwargs` go to `learner.adapt` (e.g. `steps=5`).
   """
   check_positive_int(batch_size, 'batch_size')
 
-  def one(params: Params, key: jax.Array) -> jax.Array:
-    task = sample(key)
-    adapted = learner.adapt(params, task.support, **adapt_kwargs)
-    return score(learner.predict(adapted, task.query.x), task.query.y)
-
-  run = jax.jit(jax.vmap(one, in_axes=(None, 0)))
+  @jax.jit
+  def run(params: Params, key: jax.Array, start: jax.Array) -> jax.Array:
+    def one(index: jax.Array) -> jax.Array:
+      task = sample(jax.random.fold_in(key, index))
+      adapted = learner.adapt(params, task.support, **adapt_kwargs)
+      return score(learner.predict(adapted, task.query.x), task.query.y)
+    return jax.vmap(one)(start + jnp.arange(batch_size))
 
   def scores(params: Params, key: jax.Array, episodes: int) -> np.ndarray:
     check_positive_int(episodes, 'episodes')
-    keys = jax.random.split(key, episodes)
-    pad = -episodes % batch_size
-    keys = jnp.concatenate([keys, keys[:pad]]) if pad else keys
-    out = [run(params, chunk) for chunk in keys.reshape(-1, batch_size, *keys.shape[1:])]
+    out = [run(params, key, start) for start in range(0, episodes, batch_size)]
     return np.concatenate([np.asarray(o) for o in out])[:episodes]
 
   return scores

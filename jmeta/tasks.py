@@ -87,3 +87,8 @@ def check_meta_batch(batch: Task, spec: Task | None = None) -> int:
   per_task = jax.tree.map(lambda a: jax.ShapeDtypeStruct(_shape(a)[1:], jnp.result_type(a)), batch)
   check_task(per_task, 'each task of the meta-batch')
   return next(iter(sizes.values()))[0]
+
+
+def all_examples(task: Task) -> Split:
+  """The support and query examples of one task as a single split, support first."""
+  return jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)

@@ -118,7 +118,7 @@ def test_reptile_with_adam_outer_optimizer_moves_toward_adapted_weights():
   params = mlp_params(jax.random.PRNGKey(0))
   task = regression_task(jax.random.PRNGKey(1))
   grads, _ = learner.meta_grad(params, task)
-  data = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
+  data = jmeta.Split(jnp.concatenate([task.support.x, task.query.x]), jnp.concatenate([task.support.y, task.query.y]))
   adapted = learner.adapt(params, data, steps=3)
   chex.assert_trees_all_close(grads, jax.tree.map(lambda p, a: p - a, params, adapted), rtol=1e-5, atol=1e-6)
   opt = optax.adam(1e-3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from jmeta import losses
@@ -11,7 +10,7 @@ from jmeta.algorithms._gradient_based import LossFn, MetricsFn, split_loss
 from jmeta.base import ApplyFn, MetaLearner, Metrics, Params
 from jmeta.checks import check_positive_int
 from jmeta.inner import as_optimizer, inner_loop
-from jmeta.tasks import Split, Task, check_task
+from jmeta.tasks import Split, Task, all_examples, check_task
 
 
 def pretrained(
@@ -35,7 +34,7 @@ def pretrained(
 
   def loss(params: Params, task: Task) -> tuple[jax.Array, Metrics]:
     check_task(task)
-    data = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
+    data = all_examples(task)
     predictions = apply_fn(params, data.x)
     value = loss_fn(predictions, data.y)
     metrics = {'loss': value}

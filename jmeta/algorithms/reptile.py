@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from jmeta import losses
@@ -11,7 +10,7 @@ from jmeta.algorithms._gradient_based import LossFn, MetricsFn, split_loss
 from jmeta.base import ApplyFn, MetaLearner, Metrics, Params
 from jmeta.checks import check_positive_int
 from jmeta.inner import as_optimizer, inner_loop
-from jmeta.tasks import Split, Task, check_task
+from jmeta.tasks import Split, Task, all_examples, check_task
 
 
 def reptile(
@@ -60,7 +59,7 @@ def reptile(
     check_task(task)
     data = task.support
     if use_query:
-      data = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
+      data = all_examples(task)
     fast, train_losses = run_inner(params, data, steps)
     grads = jax.tree.map(lambda p, f: p - f, params, jax.lax.stop_gradient(fast))
     return grads, {'loss': split_loss(apply_fn, loss_fn, fast, data), 'support_loss': train_losses[0]}

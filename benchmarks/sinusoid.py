@@ -1,0 +1,110 @@
+"""Sinusoid regression after 0..10 inner steps for MAML, first-order MAML, Meta-SGD, Reptile and the pretrained
+baseline at K = 5, 10 and 20 (Finn et al., 2017, figure 2; Li et al., 2017, table 1).
+
+Writes `benchmarks/results/sinusoid.json` (per algorithm and K: the published training budget, wall-clock,
+meta-test MSE with 95% intervals after each number of inner steps) and `sinusoid.png` (MSE against steps).
+
+    python benchmarks/sinusoid.py                 # the full benchmark, published budgets
+    python benchmarks/sinusoid.py --steps 500     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from jmeta import recipes
+from jmeta.evaluation import evaluator, summarize
+from jmeta.training import fit, init_state
+
+ALGOS = ('maml', 'fomaml', 'metasgd', 'reptile', 'pretrained')
+SHOTS = (5, 10, 20)
+# Li et al. (2017), table 1: MSE after one inner step, K = 5, 10, 20.
+PUBLISHED = {'maml': {5: 1.13, 10: 0.77, 20: 0.48}, 'metasgd': {5: 0.90, 10: 0.53, 20: 0.31}}
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_steps: int, seed: int) -> dict:
+  experiment = recipes.build(recipes.Config(algo=algo, shots=shots, steps=steps, seed=seed))
+  c = experiment.config
+  keys = recipes.keys(c.seed)
+  state = jax.jit(lambda kt, km: init_state(experiment.learner, experiment.outer_opt, kt,
+                                            experiment.init_model(km)))(keys['train'], keys['model'])
+  t0 = time.perf_counter()
+  state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
+              steps=c.steps, log_every=min(1000, c.steps), progress=False)
+  jax.block_until_ready(state)
+  train_s = time.perf_counter() - t0
+  curve = []
+  for inner_steps in range(max_inner_steps + 1):
+    scores = evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=inner_steps)
+    s = summarize(scores(state.params, recipes.test_key(seed), episodes))
+    curve.append({'inner_steps': inner_steps, 'mse': s.mean, 'ci95': s.ci95})
+  return {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'meta_batch': c.meta_batch,
+          'train_inner_steps': c.inner_steps, 'inner_lr': c.inner_lr, 'outer_lr': c.outer_lr,
+          'outer_opt': c.outer_opt, 'train_seconds': round(train_s, 1), 'episodes': episodes,
+          'eval_queries': c.eval_queries, 'curve': curve, 'published_1step': PUBLISHED.get(algo, {}).get(shots),
+          'command': f'jmeta train --algo {algo} --dataset sinusoid --shots {shots} --seed {seed} --out DIR'}
+
+
+def plot(results: list[dict], path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  shots = sorted({r['shots'] for r in results})
+  fig, axes = plt.subplots(1, len(shots), figsize=(5 * len(shots), 4), squeeze=False)
+  for ax, k in zip(axes[0], shots):
+    for r in (r for r in results if r['shots'] == k):
+      steps = [p['inner_steps'] for p in r['curve']]
+      mse = np.array([p['mse'] for p in r['curve']])
+      half = np.array([p['ci95'] for p in r['curve']])
+      ax.plot(steps, mse, marker='o', ms=3, label=r['algo'])
+      ax.fill_between(steps, mse - half, mse + half, alpha=0.2)
+    ax.set(title=f'K = {k}', xlabel='inner gradient steps at meta-test', ylabel='MSE (95% CI)', yscale='log')
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--algos', nargs='+', default=ALGOS, choices=ALGOS)
+  parser.add_argument('--shots', nargs='+', type=int, default=SHOTS)
+  parser.add_argument('--steps', type=int, help='meta-steps for every algorithm (default: each published budget)')
+  parser.add_argument('--episodes', type=int, default=1000, help='meta-test tasks per point (default 1000)')
+  parser.add_argument('--max-inner-steps', type=int, default=10)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--out', default=os.path.join(HERE, 'results'))
+  args = parser.parse_args()
+
+  os.makedirs(args.out, exist_ok=True)
+  t0 = time.perf_counter()
+  results = []
+  for shots in args.shots:
+    for algo in args.algos:
+      r = run(algo, shots, steps=args.steps, episodes=args.episodes, max_inner_steps=args.max_inner_steps,
+              seed=args.seed)
+      one = r['curve'][min(1, args.max_inner_steps)]
+      print(f'{algo:>10} K={shots:<2} {r["meta_steps"]:>6} steps {r["train_seconds"]:>6.1f}s  '
+            f'MSE@1 {one["mse"]:.3f} ± {one["ci95"]:.3f}  (published {r["published_1step"]})', flush=True)
+      results.append(r)
+  report = {'benchmark': 'sinusoid', 'total_seconds': round(time.perf_counter() - t0, 1),
+            'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),
+                        'jax': jax.__version__},
+            'command': 'python benchmarks/sinusoid.py' + (f' --steps {args.steps}' if args.steps else ''),
+            'results': results}
+  with open(os.path.join(args.out, 'sinusoid.json'), 'w') as f:
+    json.dump(report, f, indent=1)
+  plot(results, os.path.join(args.out, 'sinusoid.png'))
+  print(f'total {report["total_seconds"]}s; wrote {args.out}/sinusoid.json and sinusoid.png')
+
+
+if __name__ == '__main__':
+  main()

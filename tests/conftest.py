@@ -1,0 +1,32 @@
+"""Shared fixtures: the real Omniglot files, preprocessed once per test session into a temporary cache."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def omniglot_dir(tmp_path_factory):
+  """The directory of the Omniglot zips: $JMETA_DATA_DIR, else ../shared/data/omniglot next to the repository.
+
+  Sets $JMETA_DATA_DIR to it and $JMETA_CACHE_DIR to a temporary directory for the rest of the session.
+  """
+  root = Path(os.environ.get('JMETA_DATA_DIR') or _REPO.parent / 'shared' / 'data' / 'omniglot')
+  names = ('images_background.zip', 'images_evaluation.zip', 'all_runs.zip')
+  missing = [n for n in names if not (root / n).is_file()]
+  if missing:
+    pytest.skip(f'real Omniglot data absent: {", ".join(missing)} not in {root} (set JMETA_DATA_DIR)')
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('JMETA_DATA_DIR', str(root))
+    mp.setenv('JMETA_CACHE_DIR', str(tmp_path_factory.mktemp('jmeta_cache')))
+    yield root
+
+
+@pytest.fixture(scope='session')
+def omniglot_data(omniglot_dir):
+  """`jmeta.datasets.omniglot.load()` of the real data, built once per session."""
+  from jmeta.datasets import omniglot
+  return omniglot.load()

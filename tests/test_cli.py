@@ -1,0 +1,125 @@
+"""The `jmeta` command line: train, eval, bad names, and resuming a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import pytest
+
+from jmeta import cli
+from jmeta.training import read_metrics
+
+JMETA = [sys.executable, '-m', 'jmeta.cli']
+SMALL = ['--dataset', 'sinusoid', '--meta-batch', '4', '--no-progress']
+
+
+def _last_json(stdout: str) -> dict:
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', '--algo', 'mamll', '--out', 'x'], "unknown algorithm 'mamll'; expected one of maml, fomaml"),
+    (['train', '--algo', 'maml', '--dataset', 'mnist', '--out', 'x'], "unknown dataset 'mnist'"),
+    (['train', '--algo', 'maml', '--inner-lr', '-1', '--out', 'x'], 'inner_lr must be a positive finite number'),
+    (['train', '--algo', 'maml', '--outer-lr', 'nan', '--out', 'x'], 'outer_lr must be a positive finite number'),
+    (['train', '--algo', 'reptile', '--inner-steps', '0', '--out', 'x'], 'inner_steps must be an integer >= 1'),
+])
+def test_bad_arguments_raise_value_error_naming_the_problem(tmp_path, argv, message):
+  argv = [a if a != 'x' else str(tmp_path / 'run') for a in argv]
+  with pytest.raises(ValueError, match=message):
+    cli.main(argv)
+
+
+def test_console_script_reports_errors_on_one_line_with_status_2(tmp_path):
+  out = subprocess.run(JMETA + ['train', '--algo', 'nope', '--out', str(tmp_path)], capture_output=True, text=True)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith("jmeta: error: unknown algorithm 'nope'")
+
+
+@pytest.mark.parametrize('algo', ['maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'pretrained'])
+def test_train_then_eval(tmp_path, algo, capsys):
+  out = tmp_path / algo
+  record = cli.main(['train', '--algo', algo, '--steps', '200', '--log-every', '50', '--eval-episodes', '100',
+                     '--out', str(out)] + SMALL)
+  printed = _last_json(capsys.readouterr().out)
+  assert printed == record and set(record) == {'mse', 'ci95', 'episodes', 'shots', 'inner_steps'}
+  assert record['episodes'] == 100 and record['shots'] == 10 and record['mse'] > 0
+  metrics = read_metrics(out)
+  assert [m['step'] for m in metrics] == [50, 100, 150, 200] and all('loss' in m for m in metrics)
+  assert os.path.isdir(out / 'checkpoints' / '200') and (out / 'learning_curve.png').exists()
+
+  again = cli.main(['eval', str(out), '--episodes', '100'])
+  assert again == record  # same seed, same test tasks, same figure
+  zero = cli.main(['eval', str(out), '--episodes', '100', '--inner-steps', '0', '--seed', '1'])
+  assert zero['inner_steps'] == 0 and zero['mse'] != record['mse']
+
+
+def test_existing_run_needs_resume_and_resume_keeps_the_configuration(tmp_path):
+  out = str(tmp_path / 'run')
+  cli.main(['train', '--algo', 'maml', '--steps', '100', '--eval-episodes', '10', '--out', out] + SMALL)
+  with pytest.raises(ValueError, match='already holds a run; pass --resume'):
+    cli.main(['train', '--algo', 'maml', '--steps', '100', '--out', out] + SMALL)
+  with pytest.raises(ValueError, match="inner_lr: run has 0.01, given 0.5"):
+    cli.main(['train', '--algo', 'maml', '--inner-lr', '0.5', '--resume', '--out', out] + SMALL)
+  with pytest.raises(ValueError, match='no run to resume'):
+    cli.main(['train', '--algo', 'maml', '--resume', '--out', str(tmp_path / 'none')] + SMALL)
+
+
+def _final_params(run_dir):
+  return cli.load_run(str(run_dir))[1]
+
+
+def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
+  args = ['train', '--algo', 'maml', '--steps', '6000', '--log-every', '100', '--checkpoint-every', '500',
+          '--eval-episodes', '50', '--seed', '3'] + SMALL
+  whole, killed = tmp_path / 'whole', tmp_path / 'killed'
+  subprocess.run(JMETA + args + ['--out', str(whole)], check=True, capture_output=True)
+
+  proc = subprocess.Popen(JMETA + args + ['--out', str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  deadline = time.time() + 120
+  while not (killed / 'checkpoints' / '500').is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = [m['step'] for m in read_metrics(killed)]
+  assert steps and steps[-1] < 6000, 'the run finished before it could be killed'
+
+  resumed = subprocess.run(JMETA + args + ['--out', str(killed), '--resume'], check=True, capture_output=True,
+                           text=True)
+  assert [m['step'] for m in read_metrics(killed)] == list(range(100, 6001, 100))
+  chex.assert_trees_all_equal(_final_params(killed), _final_params(whole))
+  assert _last_json(resumed.stdout) == _last_json(
+      subprocess.run(JMETA + ['eval', str(whole), '--episodes', '50', '--seed', '3'], check=True,
+                     capture_output=True, text=True).stdout)
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
+  import jmeta.training.loop as loop
+  out = str(tmp_path / 'run')
+  calls = {'n': 0}
+  original = loop.json.dumps
+
+  def interrupt_on_third_record(obj, *a, **k):
+    if isinstance(obj, dict) and 'elapsed_s' in obj:
+      calls['n'] += 1
+      if calls['n'] == 3:
+        raise KeyboardInterrupt
+    return original(obj, *a, **k)
+
+  monkeypatch.setattr(loop.json, 'dumps', interrupt_on_third_record)
+  args = ['train', '--algo', 'metasgd', '--steps', '500', '--log-every', '50', '--checkpoint-every', '250',
+          '--eval-episodes', '10', '--out', out] + SMALL
+  with pytest.raises(KeyboardInterrupt):
+    cli.main(args)
+  monkeypatch.setattr(loop.json, 'dumps', original)
+  from jmeta.training import Checkpoints
+  assert Checkpoints(os.path.join(out, 'checkpoints')).latest_step() == 150  # saved on interrupt
+  cli.main(args + ['--resume'])
+  whole = str(tmp_path / 'whole')
+  cli.main(args[:-len(SMALL) - 1] + [whole] + SMALL)
+  chex.assert_trees_all_equal(_final_params(out), _final_params(whole))

@@ -1,0 +1,20 @@
+"""The notebooks run from top to bottom (with a small training budget) so they cannot rot."""
+
+import os
+import pathlib
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / 'notebooks').glob('*.ipynb'))
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path, monkeypatch, tmp_path):
+  monkeypatch.setenv('JMETA_NOTEBOOK_STEPS', '200')
+  monkeypatch.setenv('MPLBACKEND', 'Agg')
+  nb = nbformat.read(path, as_version=4)
+  NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
+  outputs = [o for cell in nb.cells if cell.cell_type == 'code' for o in cell.get('outputs', [])]
+  assert not [o for o in outputs if o.output_type == 'error']
