@@ -162,13 +162,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def run() -> None:
-  """The console script: `main` with errors as one line on stderr and exit status 2; SIGTERM saves first."""
+  """The console script: `main` with errors as one line on stderr (status 2 for bad input, 1 for a diverged
+  run); SIGTERM, like Ctrl-C, saves a checkpoint before exiting."""
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     main()
   except ValueError as e:
     print(f'jmeta: error: {e}', file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as e:
+    print(f'jmeta: {e}', file=sys.stderr)
+    sys.exit(1)
   except KeyboardInterrupt:
     print('jmeta: interrupted; the last checkpoint is saved, continue with --resume', file=sys.stderr)
     sys.exit(130)

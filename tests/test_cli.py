@@ -8,6 +8,7 @@ import sys
 import time
 
 import chex
+import numpy as np
 import jax
 import pytest
 
@@ -123,3 +124,14 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch
   whole = str(tmp_path / 'whole')
   cli.main(args[:-len(SMALL) - 1] + [whole] + SMALL)
   chex.assert_trees_all_equal(_final_params(out), _final_params(whole))
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+  out = str(tmp_path / 'run')
+  args = ['train', '--algo', 'maml', '--inner-lr', '1e30', '--steps', '400', '--log-every', '50',
+          '--checkpoint-every', '50', '--out', out] + SMALL
+  with pytest.raises(FloatingPointError, match='meta-training diverged: the loss is (nan|inf)'):
+    cli.main(args)
+  from jmeta.training import Checkpoints
+  latest = Checkpoints(os.path.join(out, 'checkpoints')).latest_step()
+  assert latest is None or all(m['step'] <= latest and np.isfinite(m['loss']) for m in read_metrics(out))

@@ -60,7 +60,8 @@ def fit(
   chunk's mean metrics, `elapsed_s`, and `eval_fn(params)` when due) and `checkpoint_every` steps save an Orbax
   checkpoint under `out_dir/checkpoints`. `resume=True` continues from the latest checkpoint there; as
   checkpoints fall on chunk boundaries, a resumed run replays the same computation as an uninterrupted one.
-  A `KeyboardInterrupt` saves a checkpoint before it propagates.
+  A `KeyboardInterrupt` saves a checkpoint before it propagates; a non-finite loss raises `FloatingPointError`
+  and saves nothing, leaving the last good checkpoint the latest.
 
   Args:
     learner, outer_opt: the meta-learner and its outer optimizer (the one `state.opt_state` was made by).
@@ -112,6 +113,12 @@ def fit(
       step = int(state.step)
       record = {'step': step, **{k: float(np.mean(v)) for k, v in metrics.items()},
                 'elapsed_s': round(time.perf_counter() - t0, 3)}
+      if not np.isfinite(record['loss']):
+        last = checkpoints.latest_step() if checkpoints is not None else None
+        raise FloatingPointError(
+            f'meta-training diverged: the loss is {record["loss"]} in the {n} steps up to step {step}; '
+            + (f'the last checkpoint (step {last}) holds the state before. ' if last is not None else '')
+            + 'Lower the inner or outer step size.')
       if eval_fn is not None and eval_every is not None and (step % eval_every == 0 or step == steps):
         record.update(eval_fn(state.params))
       if metrics_file is not None:
