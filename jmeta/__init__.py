@@ -1,7 +1,8 @@
 """jmeta: meta-learning and few-shot learning as pure JAX functions."""
 
 from jmeta import algorithms, datasets, losses, models
-from jmeta.algorithms import anil, fomaml, maml, metasgd, path_mask, pretrained, reptile
+from jmeta.algorithms import (anil, fomaml, maml, matching_net, metasgd, path_mask, pretrained, protonet, relation_net,
+                              reptile, siamese_net)
 from jmeta.base import MetaLearner
 from jmeta.evaluation import Summary, evaluator, summarize
 from jmeta.inner import inner_loop
@@ -12,6 +13,7 @@ __version__ = '0.1.0'
 
 __all__ = [
     'MetaLearner', 'Split', 'Summary', 'Task', 'TrainState', 'algorithms', 'anil', 'check_meta_batch', 'check_task',
-    'datasets', 'evaluator', 'fit', 'fomaml', 'init_state', 'inner_loop', 'losses', 'maml', 'meta_step', 'metasgd',
-    'models', 'path_mask', 'pretrained', 'reptile', 'summarize', 'task_spec',
+    'datasets', 'evaluator', 'fit', 'fomaml', 'init_state', 'inner_loop', 'losses', 'maml', 'matching_net', 'meta_step',
+    'metasgd', 'models', 'path_mask', 'pretrained', 'protonet', 'relation_net', 'reptile', 'siamese_net', 'summarize',
+    'task_spec',
 ]

@@ -1,5 +1,6 @@
 """Shared fixtures: the real Omniglot files, preprocessed once per test session into a temporary cache."""
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -12,21 +13,28 @@ _REPO = Path(__file__).resolve().parents[1]
 def omniglot_dir(tmp_path_factory):
   """The directory of the Omniglot zips: $JMETA_DATA_DIR, else ../shared/data/omniglot next to the repository.
 
-  Sets $JMETA_DATA_DIR to it and $JMETA_CACHE_DIR to a temporary directory for the rest of the session.
+  Sets $JMETA_DATA_DIR to it and $JMETA_CACHE_DIR to a temporary directory that all pytest-xdist workers of the
+  session share, for the rest of the session.
   """
   root = Path(os.environ.get('JMETA_DATA_DIR') or _REPO.parent / 'shared' / 'data' / 'omniglot')
   names = ('images_background.zip', 'images_evaluation.zip', 'all_runs.zip')
   missing = [n for n in names if not (root / n).is_file()]
   if missing:
     pytest.skip(f'real Omniglot data absent: {", ".join(missing)} not in {root} (set JMETA_DATA_DIR)')
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    shared = shared.parent
+  (shared / 'jmeta_cache').mkdir(exist_ok=True)
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv('JMETA_DATA_DIR', str(root))
-    mp.setenv('JMETA_CACHE_DIR', str(tmp_path_factory.mktemp('jmeta_cache')))
+    mp.setenv('JMETA_CACHE_DIR', str(shared / 'jmeta_cache'))
     yield root
 
 
 @pytest.fixture(scope='session')
 def omniglot_data(omniglot_dir):
-  """`jmeta.datasets.omniglot.load()` of the real data, built once per session."""
+  """`jmeta.datasets.omniglot.load()` of the real data; the first xdist worker builds the cache, the others wait."""
   from jmeta.datasets import omniglot
-  return omniglot.load()
+  with open(Path(os.environ['JMETA_CACHE_DIR']).parent / 'jmeta_cache.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return omniglot.load()

@@ -1,5 +1,6 @@
-"""Task distributions: pure samplers `key -> Task`."""
+"""Task distributions: pure samplers `key -> Task`. Omniglot's reader is `jmeta.datasets.omniglot`."""
 
+from jmeta.datasets.episodes import episodes
 from jmeta.datasets.sinusoid import Wave, sinusoid, wave
 
-__all__ = ['Wave', 'sinusoid', 'wave']
+__all__ = ['Wave', 'episodes', 'sinusoid', 'wave']

@@ -1,5 +1,6 @@
 """Flax modules jmeta builds its models from (any `apply_fn(params, x)` works with the algorithms)."""
 
+from jmeta.models.conv4 import Classifier, Conv4, ConvBlock, conv4_maml, conv4_protonet, conv4_relation, functional
 from jmeta.models.mlp import MLP
 
-__all__ = ['MLP']
+__all__ = ['MLP', 'Classifier', 'Conv4', 'ConvBlock', 'conv4_maml', 'conv4_protonet', 'conv4_relation', 'functional']

@@ -1,0 +1,146 @@
+"""Tests of jmeta.models.conv4: output shapes, BatchNorm's two modes, the classifier head, the conv attribute."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jmeta.models import conv4
+
+KEY = jax.random.key(0, impl='rbg')  # compiles faster on CPU than the default threefry
+
+
+def images(n, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(n, 28, 28, 1)), jnp.float32)
+
+
+def out_shape(module, x):
+  f = conv4.functional(module)
+  params = jax.eval_shape(f.init, KEY, x)
+  return jax.eval_shape(f.apply, params, x).shape
+
+
+@pytest.mark.parametrize('module, shape', [
+    (conv4.conv4_maml(), (5, 2 * 2 * 64)),
+    (conv4.conv4_protonet(), (5, 64)),
+    (conv4.conv4_relation(), (5, 5, 5, 64)),
+    (conv4.conv4_relation(padding='SAME'), (5, 7, 7, 64)),
+    (conv4.conv4_maml(filters=16, blocks=3), (5, 4 * 4 * 16)),
+    (conv4.conv4_protonet(filters=32, blocks=2), (5, 7 * 7 * 32)),
+    (conv4.Classifier(conv4.conv4_maml(), ways=5), (5, 5)),
+])
+def test_output_shapes(module, shape):
+  assert out_shape(module, images(5)) == shape
+
+
+def test_maml_and_protonet_forms():
+  maml, proto = conv4.conv4_maml(), conv4.conv4_protonet()
+  assert (maml.strides, maml.pool_blocks, maml.filters, maml.blocks) == (2, 0, 64, 4)
+  assert (proto.strides, proto.pool_blocks, proto.filters, proto.blocks) == (1, 4, 64, 4)
+
+
+def test_rejects_non_nhwc():
+  with pytest.raises(ValueError, match='NHWC'):
+    out_shape(conv4.conv4_maml(), jnp.zeros((5, 28, 28)))
+
+
+@pytest.fixture(scope='module')
+def small():
+  f = conv4.functional(conv4.conv4_protonet(filters=8))
+  params = jax.jit(f.init)(KEY, images(2))
+  return f, params, jax.jit(f.apply)
+
+
+def test_params_hold_weights_only(small):
+  _, params, _ = small
+  assert set(params) == {f'block{i}' for i in range(4)}
+  assert set(params['block0']) == {'conv', 'norm'}
+  assert set(params['block0']['norm']) == {'scale', 'bias'}
+
+
+def test_batch_statistics_are_transductive(small):
+  _, params, apply = small
+  x = images(6)
+  a = apply(params, x[:3])
+  b = apply(params, jnp.concatenate([x[:1], x[3:5]]))
+  assert not np.allclose(a[0], b[0], atol=1e-4), 'the output of one example should depend on the others'
+
+
+def test_support_statistics_do_not_depend_on_the_query_batch(small):
+  f, params, _ = small
+  apply = jax.jit(f.apply)
+  x, support = images(6), images(4, seed=1)
+  a = apply(params, x[:3], reference=support)
+  b = apply(params, jnp.concatenate([x[:1], x[3:5]]), reference=support)
+  alone = apply(params, x[:1], reference=support)
+  chex.assert_trees_all_close(a[0], b[0], atol=1e-5)
+  chex.assert_trees_all_close(a[0], alone[0], atol=1e-5)
+  other = apply(params, x[:3], reference=images(4, seed=2))
+  assert not np.allclose(a[0], other[0], atol=1e-4), 'the output should depend on the reference'
+
+
+def test_reference_equal_to_the_batch_gives_batch_statistics(small):
+  f, params, apply = small
+  x = images(4)
+  chex.assert_trees_all_close(jax.jit(f.apply)(params, x, reference=x), apply(params, x), atol=1e-5)
+
+
+def test_batch_norm_matches_a_numpy_reference():
+  f = conv4.functional(conv4.Conv4(filters=3, blocks=1, strides=1, pool_blocks=0, flatten=False))
+  x = images(5)
+  params = f.init(KEY, x)
+  params['block0']['norm'] = {'scale': jnp.array([1., 2., .5]), 'bias': jnp.array([0., 1., -1.])}
+  conv = nn.Conv(3, (3, 3), padding='SAME').apply({'params': params['block0']['conv']}, x)
+  c, sup = np.asarray(conv, np.float64), slice(1, 4)
+  expected = {}
+  for name, stats_of in (('batch', slice(None)), ('support', sup)):
+    out = np.zeros_like(c)
+    for ch in range(3):
+      values = c[stats_of, :, :, ch]
+      mean, var = values.mean(), ((values - values.mean()) ** 2).mean()
+      scale, bias = [1., 2., .5][ch], [0., 1., -1.][ch]
+      out[..., ch] = np.maximum((c[..., ch] - mean) / np.sqrt(var + 1e-5) * scale + bias, 0)
+    expected[name] = out
+  np.testing.assert_allclose(f.apply(params, x), expected['batch'], atol=1e-4)
+  np.testing.assert_allclose(f.apply(params, x, reference=x[sup]), expected['support'], atol=1e-4)
+
+
+def test_classifier_head_is_under_head_key():
+  f = conv4.functional(conv4.Classifier(conv4.conv4_maml(filters=8), ways=5))
+  params = jax.eval_shape(f.init, KEY, images(2))
+  assert set(params) == {'encoder', 'head'}
+  assert params['head']['kernel'].shape == (2 * 2 * 8, 5)
+  assert params['head']['bias'].shape == (5,)
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  head = [p for p in paths if 'head' in p]
+  assert sorted(head) == ["['head']['bias']", "['head']['kernel']"]
+
+
+def test_conv_class_is_replaceable():
+
+  class NoBiasConv(nn.Conv):
+    use_bias: bool = False
+
+  for module in (conv4.conv4_maml(filters=8, conv=NoBiasConv), conv4.conv4_protonet(filters=8, conv=NoBiasConv)):
+    params = jax.eval_shape(conv4.functional(module).init, KEY, images(2))
+    assert set(params['block3']['conv']) == {'kernel'}
+
+
+def test_maml_style_use_vmap_jit_and_grad():
+  f = conv4.functional(conv4.Classifier(conv4.Conv4(filters=4, blocks=2), ways=3))
+  params = jax.jit(f.init)(KEY, images(2))
+  x = images(2 * 6).reshape(2, 6, 28, 28, 1)
+  y = jnp.array([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+
+  def loss(p, x, y):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(f.apply(p, x), y))
+
+  batched = jax.jit(jax.vmap(loss, in_axes=(None, 0, 0)))(params, x, y)
+  one = jax.jit(loss)
+  chex.assert_trees_all_close(batched, jnp.stack([one(params, x[i], y[i]) for i in range(2)]), atol=1e-5)
+  grads = jax.jit(jax.grad(loss))(params, x[0], y[0])
+  chex.assert_tree_all_finite(grads)
+  assert float(jnp.abs(grads['head']['kernel']).sum()) > 0
