@@ -41,10 +41,12 @@ def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_st
               steps=c.steps, log_every=min(1000, c.steps), progress=False)
   jax.block_until_ready(state)
   train_s = time.perf_counter() - t0
+  counts = range(max_inner_steps + 1)
+  scores = evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=counts)
+  table = scores(state.params, recipes.test_key(seed), episodes)
   curve = []
-  for inner_steps in range(max_inner_steps + 1):
-    scores = evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=inner_steps)
-    s = summarize(scores(state.params, recipes.test_key(seed), episodes))
+  for column, inner_steps in enumerate(counts):
+    s = summarize(table[:, column])
     curve.append({'inner_steps': inner_steps, 'mse': s.mean, 'ci95': s.ci95})
   return {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'meta_batch': c.meta_batch,
           'train_inner_steps': c.inner_steps, 'inner_lr': c.inner_lr, 'outer_lr': c.outer_lr,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,26 +33,39 @@ def summarize(values: np.ndarray) -> Summary:
 
 
 def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: ScoreFn, *,
-              batch_size: int = 250, **adapt_kwargs) -> Callable[[Params, jax.Array, int], np.ndarray]:
-  """`scores(params, key, episodes) -> [episodes]`: each episode's score after adaptation on its support set.
+              steps: int | Sequence[int] | None = None, batch_size: int = 250,
+              **adapt_kwargs) -> Callable[[Params, jax.Array, int], np.ndarray]:
+  """`scores(params, key, episodes)`: each episode's score after adaptation on its support set.
 
   Episode `i` is `sample(jax.random.fold_in(key, i))`, so the same key gives the same episodes, and a longer
   evaluation extends a shorter one. Episodes run `batch_size` at a time through one compiled `vmap`.
-  `adapt_kwargs` go to `learner.adapt` (e.g. `steps=5`).
+
+  Args:
+    learner, sample, score: what to evaluate, on which tasks, and how to score a query set.
+    steps: inner steps at test time (passed to `learner.adapt`); a sequence, e.g. `range(11)`, scores every
+      count in one compiled program, and `scores` returns `[episodes, len(steps)]` instead of `[episodes]`.
+    adapt_kwargs: other keyword arguments of `learner.adapt`.
   """
   check_positive_int(batch_size, 'batch_size')
+  single = steps is None or isinstance(steps, int)
+  counts = (steps,) if single else tuple(steps)
+  if not counts:
+    raise ValueError('steps must name at least one number of inner steps')
+
+  def adapt(params: Params, support, count):
+    return learner.adapt(params, support, **adapt_kwargs, **({} if count is None else {'steps': count}))
 
   @jax.jit
   def run(params: Params, key: jax.Array, start: jax.Array) -> jax.Array:
     def one(index: jax.Array) -> jax.Array:
       task = sample(jax.random.fold_in(key, index))
-      adapted = learner.adapt(params, task.support, **adapt_kwargs)
-      return score(learner.predict(adapted, task.query.x), task.query.y)
+      return jnp.stack([score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y)
+                        for c in counts])
     return jax.vmap(one)(start + jnp.arange(batch_size))
 
   def scores(params: Params, key: jax.Array, episodes: int) -> np.ndarray:
     check_positive_int(episodes, 'episodes')
-    out = [run(params, key, start) for start in range(0, episodes, batch_size)]
-    return np.concatenate([np.asarray(o) for o in out])[:episodes]
+    out = np.concatenate([np.asarray(run(params, key, i)) for i in range(0, episodes, batch_size)])[:episodes]
+    return out[:, 0] if single else out
 
   return scores
