@@ -11,7 +11,7 @@ import numpy as np
 
 from jmeta.base import MetaLearner, Params
 from jmeta.checks import check_positive_int
-from jmeta.tasks import Task
+from jmeta.tasks import Task, as_pytree
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 """`score(predictions, targets) -> scalar` for one task's query set, e.g. `jmeta.losses.mse`."""
@@ -56,16 +56,19 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
     return learner.adapt(params, support, **adapt_kwargs, **({} if count is None else {'steps': count}))
 
   @jax.jit
-  def run(params: Params, key: jax.Array, start: jax.Array) -> jax.Array:
+  def run(params: Params, key: jax.Array, start: jax.Array, sample: Callable[[jax.Array], Task]) -> jax.Array:
     def one(index: jax.Array) -> jax.Array:
       task = sample(jax.random.fold_in(key, index))
       return jnp.stack([score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y)
                         for c in counts])
     return jax.vmap(one)(start + jnp.arange(batch_size))
 
+  tasks = as_pytree(sample)
+
   def scores(params: Params, key: jax.Array, episodes: int) -> np.ndarray:
     check_positive_int(episodes, 'episodes')
-    out = np.concatenate([np.asarray(run(params, key, i)) for i in range(0, episodes, batch_size)])[:episodes]
+    out = np.concatenate([np.asarray(run(params, key, i, tasks)) for i in range(0, episodes, batch_size)])
+    out = out[:episodes]
     return out[:, 0] if single else out
 
   return scores

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,3 +92,12 @@ def check_meta_batch(batch: Task, spec: Task | None = None) -> int:
 def all_examples(task: Task) -> Split:
   """The support and query examples of one task as a single split, support first."""
   return jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
+
+
+def as_pytree(sample: Callable[[jax.Array], Task]) -> jax.tree_util.Partial:
+  """`sample` as a pytree, so it can be passed to a jitted function as an argument.
+
+  A sampler holding its dataset as `Partial` leaves (as `jmeta.datasets.episodes` does) then hands the dataset to
+  the compiled program as a buffer rather than embedding it as a constant; any other function is wrapped as is.
+  """
+  return sample if isinstance(sample, jax.tree_util.Partial) else jax.tree_util.Partial(sample)

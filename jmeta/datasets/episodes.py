@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -42,12 +43,9 @@ def episodes(images: jax.Array, ways: int, shots: int, queries: int, *,
   A meta-batch is `jax.vmap(sampler)(jax.random.split(key, tasks))`. This is the protocol of Vinyals et al. (2016,
   arXiv:1606.04080) and Finn et al. (2017, arXiv:1703.03400).
 
-  `sampler` closes over `images`, which a jitted caller embeds in its compiled code as a constant. For a large
-  array, pass it to the jitted function and build the sampler inside instead (the checks use shapes only)::
-
-    @jax.jit
-    def meta_batch(key, images):
-      return jax.vmap(episodes(images, 5, 1, 15))(jax.random.split(key, 32))
+  The sampler is a `jax.tree_util.Partial` holding `images` as a pytree leaf: pass it to a jitted function as an
+  argument (as `jmeta.fit` and `jmeta.evaluator` do) and the dataset stays a device buffer instead of being
+  embedded in the compiled program as a constant.
 
   Args:
     images: `[classes, examples_per_class, *example_shape]`, e.g. `[classes, 20, 28, 28, 1]` for Omniglot.
@@ -80,25 +78,29 @@ def episodes(images: jax.Array, ways: int, shots: int, queries: int, *,
   if shots + queries > per_class:
     raise ValueError(f'shots + queries = {shots} + {queries} = {shots + queries} exceeds the {per_class} examples '
                      f'per class of the dataset {shape}; need shots + queries <= {per_class}')
-  images = jnp.asarray(images)
+  sampler = functools.partial(_episode, ways=ways, shots=shots, queries=queries, rotations=rotations)
+  return jax.tree_util.Partial(sampler, jnp.asarray(images))
+
+
+def _episode(images: jax.Array, key: jax.Array, *, ways: int, shots: int, queries: int, rotations: bool) -> Task:
+  """One episode of `episodes(images, ways, shots, queries, rotations=rotations)` for `key`."""
+  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  if jnp.ndim(key) != (0 if typed else 1):
+    raise ValueError(f'sampler takes one PRNG key; got shape {jnp.shape(key)}. For a meta-batch use '
+                     'jax.vmap(sampler)(jax.random.split(key, tasks))')
+  num_classes, per_class, example_shape = images.shape[0], images.shape[1], images.shape[2:]
+  total = num_classes * 4 if rotations else num_classes
   draws = shots + queries
+  class_key, example_key = jax.random.split(key)
+  classes = _choice(class_key, total, ways)
+  rows = jnp.broadcast_to(jnp.arange(per_class, dtype=jnp.int32), (ways, per_class))
+  examples = jax.random.permutation(example_key, rows, axis=1, independent=True)[:, :draws]
+  x = images[(classes % num_classes)[:, None], examples]
+  if rotations:
+    turned = jnp.stack([jnp.rot90(x, k, axes=(2, 3)) for k in range(4)])
+    x = turned[classes // num_classes, jnp.arange(ways)]
+  labels = jnp.arange(ways, dtype=jnp.int32)
+  support = Split(x[:, :shots].reshape(ways * shots, *example_shape), jnp.repeat(labels, shots))
+  query = Split(x[:, shots:].reshape(ways * queries, *example_shape), jnp.repeat(labels, queries))
+  return Task(support, query)
 
-  def sampler(key: jax.Array) -> Task:
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if jnp.ndim(key) != (0 if typed else 1):
-      raise ValueError(f'sampler takes one PRNG key; got shape {jnp.shape(key)}. For a meta-batch use '
-                       'jax.vmap(sampler)(jax.random.split(key, tasks))')
-    class_key, example_key = jax.random.split(key)
-    classes = _choice(class_key, total, ways)
-    rows = jnp.broadcast_to(jnp.arange(per_class, dtype=jnp.int32), (ways, per_class))
-    examples = jax.random.permutation(example_key, rows, axis=1, independent=True)[:, :draws]
-    x = images[(classes % num_classes)[:, None], examples]
-    if rotations:
-      turned = jnp.stack([jnp.rot90(x, k, axes=(2, 3)) for k in range(4)])
-      x = turned[classes // num_classes, jnp.arange(ways)]
-    labels = jnp.arange(ways, dtype=jnp.int32)
-    support = Split(x[:, :shots].reshape(ways * shots, *example_shape), jnp.repeat(labels, shots))
-    query = Split(x[:, shots:].reshape(ways * queries, *example_shape), jnp.repeat(labels, queries))
-    return Task(support, query)
-
-  return sampler

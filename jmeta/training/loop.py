@@ -13,7 +13,7 @@ import optax
 
 from jmeta.base import MetaLearner, Params
 from jmeta.checks import check_positive_int
-from jmeta.tasks import Task
+from jmeta.tasks import Task, as_pytree
 from jmeta.training.meta_step import TrainState, meta_step, sampled_steps
 
 METRICS_FILE = 'metrics.jsonl'
@@ -94,12 +94,13 @@ def fit(
     raise ValueError('resume=True needs out_dir, the directory holding the checkpoints')
 
   step_fn = meta_step(learner, outer_opt, task_spec)
+  sample = as_pytree(sample)
   chunks: dict[int, Callable] = {}
 
   def run_chunk(state: TrainState, n: int):
     if n not in chunks:
-      chunks[n] = jax.jit(sampled_steps(step_fn, sample, meta_batch, n))
-    return chunks[n](state)
+      chunks[n] = jax.jit(lambda state, sample: sampled_steps(step_fn, sample, meta_batch, n)(state))
+    return chunks[n](state, sample)
 
   from tqdm.auto import tqdm
   start = int(state.step)
