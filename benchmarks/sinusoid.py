@@ -36,9 +36,16 @@ def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_st
   keys = recipes.keys(c.seed)
   state = jax.jit(lambda kt, km: init_state(experiment.learner, experiment.outer_opt, kt,
                                             experiment.init_model(km)))(keys['train'], keys['model'])
+  record = {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'meta_batch': c.meta_batch,
+            'train_inner_steps': c.inner_steps, 'inner_lr': c.inner_lr, 'outer_lr': c.outer_lr,
+            'outer_opt': c.outer_opt, 'published_1step': PUBLISHED.get(algo, {}).get(shots),
+            'command': f'jmeta train --algo {algo} --dataset sinusoid --shots {shots} --seed {seed} --out DIR'}
   t0 = time.perf_counter()
-  state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
-              steps=c.steps, log_every=min(1000, c.steps), progress=False)
+  try:
+    state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
+                steps=c.steps, log_every=min(1000, c.steps), progress=False)
+  except FloatingPointError as e:
+    return {**record, 'diverged': str(e), 'curve': []}
   jax.block_until_ready(state)
   train_s = time.perf_counter() - t0
   counts = range(max_inner_steps + 1)
@@ -48,11 +55,8 @@ def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_st
   for column, inner_steps in enumerate(counts):
     s = summarize(table[:, column])
     curve.append({'inner_steps': inner_steps, 'mse': s.mean, 'ci95': s.ci95})
-  return {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'meta_batch': c.meta_batch,
-          'train_inner_steps': c.inner_steps, 'inner_lr': c.inner_lr, 'outer_lr': c.outer_lr,
-          'outer_opt': c.outer_opt, 'train_seconds': round(train_s, 1), 'episodes': episodes,
-          'eval_queries': c.eval_queries, 'curve': curve, 'published_1step': PUBLISHED.get(algo, {}).get(shots),
-          'command': f'jmeta train --algo {algo} --dataset sinusoid --shots {shots} --seed {seed} --out DIR'}
+  return {**record, 'train_seconds': round(train_s, 1), 'episodes': episodes, 'eval_queries': c.eval_queries,
+          'curve': curve}
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -62,7 +66,7 @@ def plot(results: list[dict], path: str) -> None:
   shots = sorted({r['shots'] for r in results})
   fig, axes = plt.subplots(1, len(shots), figsize=(5 * len(shots), 4), squeeze=False)
   for ax, k in zip(axes[0], shots):
-    for r in (r for r in results if r['shots'] == k):
+    for r in (r for r in results if r['shots'] == k and r['curve']):
       steps = [p['inner_steps'] for p in r['curve']]
       mse = np.array([p['mse'] for p in r['curve']])
       half = np.array([p['ci95'] for p in r['curve']])
@@ -93,9 +97,12 @@ def main() -> None:
     for algo in args.algos:
       r = run(algo, shots, steps=args.steps, episodes=args.episodes, max_inner_steps=args.max_inner_steps,
               seed=args.seed)
-      one = r['curve'][min(1, args.max_inner_steps)]
-      print(f'{algo:>10} K={shots:<2} {r["meta_steps"]:>6} steps {r["train_seconds"]:>6.1f}s  '
-            f'MSE@1 {one["mse"]:.3f} ± {one["ci95"]:.3f}  (published {r["published_1step"]})', flush=True)
+      if 'diverged' in r:
+        print(f'{algo:>10} K={shots:<2} {r["diverged"]}', flush=True)
+      else:
+        one = r['curve'][min(1, args.max_inner_steps)]
+        print(f'{algo:>10} K={shots:<2} {r["meta_steps"]:>6} steps {r["train_seconds"]:>6.1f}s  '
+              f'MSE@1 {one["mse"]:.3f} ± {one["ci95"]:.3f}  (published {r["published_1step"]})', flush=True)
       results.append(r)
   report = {'benchmark': 'sinusoid', 'total_seconds': round(time.perf_counter() - t0, 1),
             'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),

@@ -117,8 +117,8 @@ def fit(
       if not np.isfinite(record['loss']):
         last = checkpoints.latest_step() if checkpoints is not None else None
         raise FloatingPointError(
-            f'meta-training diverged: the loss is {record["loss"]} in the {n} steps up to step {step}; '
-            + (f'the last checkpoint (step {last}) holds the state before. ' if last is not None else '')
+            f'meta-training diverged: the loss is {record["loss"]} in the {n} steps up to step {step}. '
+            + (f'The last checkpoint (step {last}) holds the state before. ' if last is not None else '')
             + 'Lower the inner or outer step size.')
       if eval_fn is not None and eval_every is not None and (step % eval_every == 0 or step == steps):
         record.update(eval_fn(state.params))
