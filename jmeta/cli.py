@@ -18,11 +18,19 @@ def _parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest='command', required=True)
 
   train = sub.add_parser('train', help='meta-train, log metrics, checkpoint, evaluate on fresh test tasks')
-  train.add_argument('--algo', required=True, help='maml, fomaml, metasgd, anil, reptile or pretrained')
-  train.add_argument('--dataset', default=None, help='sinusoid (the default)')
-  train.add_argument('--shots', type=int, help='examples per task in the support set (default 10)')
-  train.add_argument('--queries', type=int, help='examples per task in the query set while training '
-                     '(default: as many as shots)')
+  train.add_argument('--algo', required=True, help='maml, fomaml, metasgd, anil, reptile, pretrained, protonet, '
+                     'matching, relation or siamese')
+  train.add_argument('--dataset', default=None, help='sinusoid (the default) or omniglot')
+  train.add_argument('--ways', type=int, help='classes per test episode (omniglot; default 5)')
+  train.add_argument('--train-ways', type=int, help='classes per training episode (default: published, else --ways)')
+  train.add_argument('--shots', type=int, help='support examples per class (omniglot, default 1) or per task '
+                     '(sinusoid, default 10)')
+  train.add_argument('--queries', type=int, help='query examples per class (omniglot, default 15) or per task while '
+                     'training (sinusoid, default: as many as shots)')
+  train.add_argument('--split', help='omniglot split: vinyals (1,200 characters + rotations for training, the '
+                     'default) or lake (background / evaluation)')
+  train.add_argument('--filters', type=int, help='conv4 filters (omniglot, default 64)')
+  train.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
   train.add_argument('--meta-batch', type=int, help='tasks per meta-step (default: published)')
   train.add_argument('--steps', type=int, help='meta-steps in all (default: published)')
   train.add_argument('--inner-steps', type=int, help='inner steps per task while training (default: published)')
@@ -44,12 +52,15 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('--episodes', type=int, default=1000, help='test tasks (default 1000)')
   ev.add_argument('--seed', type=int, default=0, help='seed of the test tasks (default 0)')
   ev.add_argument('--inner-steps', type=int, help='inner steps at test time (default: the run\'s own)')
+  ev.add_argument('--ways', type=int, help='classes per test episode (default: the run\'s own)')
+  ev.add_argument('--shots', type=int, help='support examples per class (default: the run\'s own)')
+  ev.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
   return parser
 
 
-_CONFIG_FIELDS = ('algo', 'dataset', 'shots', 'queries', 'meta_batch', 'steps', 'inner_steps', 'inner_lr',
-                  'inner_opt', 'outer_lr', 'seed', 'log_every', 'eval_every', 'checkpoint_every', 'eval_episodes',
-                  'remat')
+_CONFIG_FIELDS = ('algo', 'dataset', 'ways', 'train_ways', 'shots', 'queries', 'split', 'filters', 'meta_batch',
+                  'steps', 'inner_steps', 'inner_lr', 'inner_opt', 'outer_lr', 'seed', 'log_every', 'eval_every',
+                  'checkpoint_every', 'eval_episodes', 'remat')
 
 
 def _train_config(args: argparse.Namespace):
@@ -72,17 +83,25 @@ def _train_config(args: argparse.Namespace):
   return resolve(Config(**given))
 
 
-def _test_scores(experiment, inner_steps: int):
+def _test_scores(experiment, tasks, inner_steps: int):
   from jmeta.evaluation import evaluator
-  return evaluator(experiment.learner, experiment.test_tasks, experiment.score, steps=inner_steps)
+  from jmeta.recipes import GRADIENT_BASED
+  steps = inner_steps if experiment.config.algo in GRADIENT_BASED else None
+  return evaluator(experiment.test_learner, tasks, experiment.score, steps=steps)
 
 
 def _final_record(experiment, scores, params, *, episodes: int, seed: int, inner_steps: int) -> dict:
   from jmeta.evaluation import summarize
-  from jmeta.recipes import test_key
+  from jmeta.recipes import GRADIENT_BASED, test_key
+  c = experiment.config
   summary = summarize(scores(params, test_key(seed), episodes))
-  return {experiment.metric: summary.mean, 'ci95': summary.ci95, 'episodes': episodes,
-          'shots': experiment.config.shots, 'inner_steps': inner_steps}
+  record = {experiment.metric: summary.mean, 'ci95': summary.ci95}
+  if c.ways is not None:
+    record['ways'] = c.ways
+  record.update(episodes=episodes, shots=c.shots)
+  if c.algo in GRADIENT_BASED:
+    record['inner_steps'] = inner_steps
+  return record
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -94,7 +113,7 @@ def train(args: argparse.Namespace) -> dict:
   from jmeta.training import fit
   from jmeta.training.plots import plot_learning_curve
 
-  experiment = recipes.build(config)
+  experiment = recipes.build(config, args.data_dir)
   c = experiment.config
   os.makedirs(args.out, exist_ok=True)
   if not args.resume:
@@ -103,7 +122,7 @@ def train(args: argparse.Namespace) -> dict:
 
   keys = recipes.keys(c.seed)
   state = _initial_state(experiment, keys)
-  valid = _test_scores(experiment, c.inner_steps)
+  valid = _test_scores(experiment, experiment.valid_tasks, c.inner_steps)
 
   def eval_fn(params):
     s = summarize(valid(params, keys['valid'], 200))
@@ -114,7 +133,8 @@ def train(args: argparse.Namespace) -> dict:
               eval_every=c.eval_every, eval_fn=eval_fn, resume=args.resume, progress=not args.no_progress,
               task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))))
   plot_learning_curve(args.out)
-  return _final_record(experiment, valid, state.params, episodes=c.eval_episodes, seed=c.seed,
+  test = _test_scores(experiment, experiment.test_tasks, c.inner_steps)
+  return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,
                        inner_steps=c.inner_steps)
 
 
@@ -125,15 +145,23 @@ def _initial_state(experiment, keys):
       experiment.learner, experiment.outer_opt, k_train, experiment.init_model(k_model)))(keys['train'], keys['model'])
 
 
-def load_run(run_dir: str):
-  """The experiment and final meta-parameters of a run directory written by `jmeta train`."""
+def load_run(run_dir: str, data_dir: str | None = None, **overrides):
+  """The experiment and final state of a run directory written by `jmeta train`.
+
+  `overrides` replace configuration fields for evaluation (e.g. `ways`, `shots`); the checkpoint must still fit.
+  """
   from jmeta import recipes
   from jmeta.training import Checkpoints
   path = os.path.join(run_dir, CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f'{run_dir} is not a jmeta run directory: {CONFIG_FILE} is missing')
   with open(path) as f:
-    experiment = recipes.build(recipes.Config.from_json(json.load(f)))
+    config = recipes.Config.from_json(json.load(f))
+  overrides = {k: v for k, v in overrides.items() if v is not None and v != getattr(config, k)}
+  if 'ways' in overrides and config.algo in recipes.GRADIENT_BASED:
+    raise ValueError(f'this {config.algo} run has a {config.ways}-way classifier head; it cannot be evaluated at '
+                     f'{overrides["ways"]} ways')
+  experiment = recipes.build(dataclasses.replace(config, **overrides), data_dir)
   like = _initial_state(experiment, recipes.keys(experiment.config.seed))
   checkpoints = Checkpoints(os.path.join(run_dir, 'checkpoints'))
   try:
@@ -144,13 +172,13 @@ def load_run(run_dir: str):
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-  experiment, state = load_run(args.run_dir)
+  experiment, state = load_run(args.run_dir, args.data_dir, ways=args.ways, shots=args.shots)
   inner_steps = experiment.config.inner_steps if args.inner_steps is None else args.inner_steps
   from jmeta.checks import check_positive_int
   check_positive_int(inner_steps, '--inner-steps', minimum=0)
   check_positive_int(args.episodes, '--episodes')
-  return _final_record(experiment, _test_scores(experiment, inner_steps), state.params, episodes=args.episodes,
-                       seed=args.seed, inner_steps=inner_steps)
+  return _final_record(experiment, _test_scores(experiment, experiment.test_tasks, inner_steps), state.params,
+                       episodes=args.episodes, seed=args.seed, inner_steps=inner_steps)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

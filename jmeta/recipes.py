@@ -13,9 +13,12 @@ from jmeta.base import ApplyFn, MetaLearner, Params
 from jmeta.checks import check_learning_rate, check_positive_int
 from jmeta.tasks import Task
 
-ALGORITHMS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'pretrained')
-DATASETS = ('sinusoid',)
+GRADIENT_BASED = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'pretrained')
+METRIC_BASED = ('protonet', 'matching', 'relation', 'siamese')
+ALGORITHMS = GRADIENT_BASED + METRIC_BASED
+DATASETS = ('sinusoid', 'omniglot')
 OPTIMIZERS = ('sgd', 'adam')
+SPLITS = ('vinyals', 'lake')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +26,12 @@ class Config:
   """Everything that defines a run; `None` fields take the published default of the algorithm."""
   algo: str
   dataset: str = 'sinusoid'
-  shots: int = 10
+  ways: int | None = None
+  train_ways: int | None = None
+  shots: int | None = None
   queries: int | None = None
+  split: str = 'vinyals'
+  filters: int = 64
   meta_batch: int | None = None
   steps: int | None = None
   inner_steps: int | None = None
@@ -38,7 +45,7 @@ class Config:
   eval_every: int | None = None
   checkpoint_every: int | None = None
   eval_episodes: int = 1000
-  eval_queries: int = 100
+  eval_queries: int | None = None
   remat: bool = False
 
   def to_json(self) -> dict[str, Any]:
@@ -68,6 +75,36 @@ _PUBLISHED: dict[tuple[str, str], dict[str, Any]] = {
     # Finn et al. (2017): the "pretrained" baseline, fine-tuned at test time with MAML's inner step size.
     ('pretrained', 'sinusoid'): _MAML_SINUSOID,
 }
+_DATASET_DEFAULTS = {
+    # K = 10 as in the MAML paper; 100 query points per test task estimate each task's MSE closely.
+    'sinusoid': dict(shots=10, eval_queries=100),
+    # 5-way 1-shot; 15 queries per class while training and testing, as the metric-learning papers do.
+    'omniglot': dict(ways=5, shots=1, queries=15, eval_queries=15),
+}
+# Finn et al. (2017), section 5.2, 5-way Omniglot: inner SGD 0.4, one inner step, meta-batch 32, Adam 1e-3 and
+# 60,000 meta-steps. ANIL (Raghu et al., 2020) and Meta-SGD (Li et al., 2017) take the same budget; first-order
+# MAML too.
+_MAML_OMNIGLOT = dict(meta_batch=32, steps=60_000, inner_steps=1, inner_lr=0.4, inner_opt='sgd', outer_lr=1e-3,
+                      outer_opt='adam', outer_decay=False)
+# One episode a meta-step, Adam 1e-3, as Snell et al. (2017), Vinyals et al. (2016), Sung et al. (2018) train.
+_METRIC_OMNIGLOT = dict(meta_batch=1, steps=20_000, inner_steps=1, inner_lr=None, inner_opt='sgd', outer_lr=1e-3,
+                        outer_opt='adam', outer_decay=False)
+_PUBLISHED.update({
+    ('maml', 'omniglot'): _MAML_OMNIGLOT,
+    ('fomaml', 'omniglot'): _MAML_OMNIGLOT,
+    ('anil', 'omniglot'): _MAML_OMNIGLOT,
+    ('metasgd', 'omniglot'): {**_MAML_OMNIGLOT, 'inner_lr': None},
+    # Nichol et al. (2018), Omniglot: inner Adam 1e-3 (5 steps while training), outer SGD 1.0 annealed to 0,
+    # 5 tasks a meta-batch, 100,000 meta-steps.
+    ('reptile', 'omniglot'): dict(meta_batch=5, steps=100_000, inner_steps=5, inner_lr=1e-3, inner_opt='adam',
+                                  outer_lr=1.0, outer_opt='sgd', outer_decay=True),
+    ('pretrained', 'omniglot'): _MAML_OMNIGLOT,
+    # Snell et al. (2017): 60-way episodes with 5 queries per class for training.
+    ('protonet', 'omniglot'): {**_METRIC_OMNIGLOT, 'train_ways': 60, 'queries': 5},
+    ('matching', 'omniglot'): _METRIC_OMNIGLOT,
+    ('relation', 'omniglot'): _METRIC_OMNIGLOT,
+    ('siamese', 'omniglot'): _METRIC_OMNIGLOT,
+})
 
 
 def resolve(config: Config) -> Config:
@@ -76,13 +113,26 @@ def resolve(config: Config) -> Config:
     raise ValueError(f'unknown algorithm {config.algo!r}; expected one of {", ".join(ALGORITHMS)}')
   if config.dataset not in DATASETS:
     raise ValueError(f'unknown dataset {config.dataset!r}; expected one of {", ".join(DATASETS)}')
-  published = _PUBLISHED[config.algo, config.dataset]
+  if (config.algo, config.dataset) not in _PUBLISHED:
+    raise ValueError(f'{config.algo} does not run on {config.dataset}')
+  published = {**_DATASET_DEFAULTS[config.dataset], **_PUBLISHED[config.algo, config.dataset]}
   filled = {k: (published.get(k) if v is None else v) for k, v in dataclasses.asdict(config).items()}
   c = Config(**filled)
   steps = check_positive_int(c.steps, 'steps')
   check_positive_int(c.shots, 'shots')
   if c.queries is not None:
     check_positive_int(c.queries, 'queries')
+  check_positive_int(c.filters, 'filters')
+  if c.split not in SPLITS:
+    raise ValueError(f'unknown split {c.split!r}; expected one of {", ".join(SPLITS)}')
+  if c.dataset == 'omniglot':
+    check_positive_int(c.ways, 'ways', minimum=2)
+    c = dataclasses.replace(c, train_ways=check_positive_int(c.train_ways or c.ways, 'train_ways', minimum=2))
+    if c.algo in GRADIENT_BASED and c.train_ways != c.ways:
+      raise ValueError(f'{c.algo} trains a {c.ways}-way classifier head; --train-ways {c.train_ways} must equal '
+                       f'--ways {c.ways}')
+  elif c.ways is not None or c.train_ways is not None:
+    raise ValueError(f'ways and train_ways apply to classification; {c.dataset} is a regression dataset')
   check_positive_int(c.meta_batch, 'meta_batch')
   check_positive_int(c.inner_steps, 'inner_steps')
   check_positive_int(c.log_every, 'log_every')
@@ -102,13 +152,18 @@ def resolve(config: Config) -> Config:
 
 
 class Experiment(NamedTuple):
-  """The pure parts of a run, built from a resolved `Config`."""
+  """The pure parts of a run, built from a resolved `Config`.
+
+  `learner` meta-trains on `train_tasks`; `test_learner` (the same meta-parameters, built for the test ways) is
+  scored with `score` on `valid_tasks` and `test_tasks`. `metric` names the score: 'mse' or 'accuracy'.
+  """
   config: Config
   learner: MetaLearner
+  test_learner: MetaLearner
   outer_opt: optax.GradientTransformation
   init_model: Callable[[jax.Array], Params]
-  apply_fn: ApplyFn
   train_tasks: Callable[[jax.Array], Task]
+  valid_tasks: Callable[[jax.Array], Task]
   test_tasks: Callable[[jax.Array], Task]
   score: Callable[[jax.Array, jax.Array], jax.Array]
   metric: str
@@ -119,36 +174,82 @@ def _optimizer(name: str, lr: float | optax.Schedule) -> optax.GradientTransform
   return optax.sgd(lr) if name == 'sgd' else optax.adam(lr, eps_root=1e-8)
 
 
-def build(config: Config) -> Experiment:
-  """The learner, optimizers, model and task samplers of `config` (resolved first)."""
-  c = resolve(config)
-  if c.dataset == 'sinusoid':
-    from jmeta.datasets.sinusoid import sinusoid
-    from jmeta.models.mlp import MLP
-    model = MLP(hidden=(40, 40), out=1)
-    train_tasks = sinusoid(c.shots, c.queries)
-    test_tasks = sinusoid(c.shots, c.eval_queries)
-    init_model = lambda key: model.init(key, train_tasks(key).support.x)
-    loss_fn, score, metric = losses.mse, losses.mse, 'mse'
-  apply_fn = model.apply
+def _accuracy(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+  return {'accuracy': losses.accuracy(logits, labels)}
 
+
+def _gradient_based(c: Config, apply_fn: ApplyFn, loss_fn, metrics_fn) -> MetaLearner:
   from jmeta import algorithms
   inner_opt = _optimizer(c.inner_opt, c.inner_lr) if c.inner_lr is not None else None
-  common = dict(loss_fn=loss_fn)
+  common = dict(loss_fn=loss_fn, metrics_fn=metrics_fn)
   if c.algo in ('maml', 'fomaml', 'anil'):
-    learner = algorithms.maml(apply_fn, inner_opt, c.inner_steps, first_order=c.algo == 'fomaml',
-                              mask=algorithms.path_mask('head') if c.algo == 'anil' else None, remat=c.remat,
-                              **common)
-  elif c.algo == 'metasgd':
-    learner = algorithms.metasgd(apply_fn, c.inner_steps, remat=c.remat, **common)
-  elif c.algo == 'reptile':
-    learner = algorithms.reptile(apply_fn, inner_opt, c.inner_steps, **common)
-  else:
-    learner = algorithms.pretrained(apply_fn, inner_opt, c.inner_steps, **common)
+    return algorithms.maml(apply_fn, inner_opt, c.inner_steps, first_order=c.algo == 'fomaml',
+                           mask=algorithms.path_mask('head') if c.algo == 'anil' else None, remat=c.remat, **common)
+  if c.algo == 'metasgd':
+    return algorithms.metasgd(apply_fn, c.inner_steps, remat=c.remat, **common)
+  if c.algo == 'reptile':
+    return algorithms.reptile(apply_fn, inner_opt, c.inner_steps, **common)
+  return algorithms.pretrained(apply_fn, inner_opt, c.inner_steps, **common)
 
+
+def _sinusoid(c: Config):
+  from jmeta.datasets.sinusoid import sinusoid
+  from jmeta.models.mlp import MLP
+  model = MLP(hidden=(40, 40), out=1)
+  train_tasks, test_tasks = sinusoid(c.shots, c.queries), sinusoid(c.shots, c.eval_queries)
+  learner = _gradient_based(c, model.apply, losses.mse, None)
+  init_model = lambda key: model.init(key, train_tasks(key).support.x)
+  return init_model, learner, lambda ways: learner, train_tasks, test_tasks, test_tasks, losses.mse, 'mse'
+
+
+def _omniglot(c: Config, data_dir: str | None):
+  from jmeta import algorithms
+  from jmeta.datasets import omniglot
+  from jmeta.datasets.episodes import episodes
+  from jmeta.models import conv4
+
+  data = omniglot.load(data_dir)
+  parts = {part: omniglot.split_images(data, part, c.split) for part in ('train', 'val', 'test')}
+  if not len(parts['val']):
+    parts['val'] = parts['test']  # Lake et al.'s split has no validation characters.
+  rotations = c.split == 'vinyals'
+  train_tasks = episodes(parts['train'], c.train_ways, c.shots, c.queries, rotations=rotations)
+  valid_tasks, test_tasks = (episodes(parts[p], c.ways, c.shots, c.eval_queries, rotations=rotations)
+                             for p in ('val', 'test'))
+  example = parts['train'][:2, 0]
+
+  if c.algo in GRADIENT_BASED:
+    model = conv4.functional(conv4.Classifier(conv4.conv4_maml(c.filters), c.ways))
+    learner = _gradient_based(c, model.apply, losses.cross_entropy, _accuracy)
+    make = lambda ways: learner
+  else:
+    encoder = {'relation': conv4.conv4_relation}.get(c.algo, conv4.conv4_protonet)(c.filters)
+    model = conv4.functional(encoder)
+    shape = jax.eval_shape(model.apply, jax.eval_shape(model.init, jax.random.PRNGKey(0), example), example).shape
+    make = {
+        'protonet': lambda ways: algorithms.protonet(model.apply, ways),
+        'matching': lambda ways: algorithms.matching_net(model.apply, ways),
+        'relation': lambda ways: algorithms.relation_net(model.apply, ways, shape[1:]),
+        'siamese': lambda ways: algorithms.siamese_net(model.apply, ways, shape[-1]),
+    }[c.algo]
+    learner = make(c.train_ways)
+  return (lambda key: model.init(key, example), learner, make, train_tasks, valid_tasks, test_tasks,
+          losses.accuracy, 'accuracy')
+
+
+def build(config: Config, data_dir: str | None = None) -> Experiment:
+  """The learner, optimizers, model and task samplers of `config` (resolved first).
+
+  `data_dir` is where the dataset's files are (Omniglot's zips), else `$JMETA_DATA_DIR`, else the user cache.
+  """
+  c = resolve(config)
+  if c.dataset == 'sinusoid':
+    init_model, learner, make, train_tasks, valid_tasks, test_tasks, score, metric = _sinusoid(c)
+  else:
+    init_model, learner, make, train_tasks, valid_tasks, test_tasks, score, metric = _omniglot(c, data_dir)
   outer_lr = optax.linear_schedule(c.outer_lr, 0.0, c.steps) if c.outer_decay else c.outer_lr
-  return Experiment(c, learner, _optimizer(c.outer_opt, outer_lr), init_model, apply_fn, train_tasks, test_tasks,
-                    score, metric)
+  return Experiment(c, learner, make(c.ways), _optimizer(c.outer_opt, outer_lr), init_model, train_tasks,
+                    valid_tasks, test_tasks, score, metric)
 
 
 def keys(seed: int) -> dict[str, jax.Array]:

@@ -15,6 +15,7 @@ from jmeta.base import MetaLearner, Params
 from jmeta.checks import check_positive_int
 from jmeta.tasks import Task, as_pytree
 from jmeta.training.meta_step import TrainState, meta_step, sampled_steps
+from jmeta.training.sharding import check_divisible, constrain_step, replicate
 
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
@@ -52,6 +53,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     task_spec: Task | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> TrainState:
   """Meta-trains from `state` until `state.step == steps`.
 
@@ -69,6 +71,8 @@ def fit(
     state: the initial state (`jmeta.init_state`); also the template a checkpoint is restored into.
     meta_batch: tasks per meta-step.
     steps: the total number of meta-steps, counting any already taken.
+    mesh: a mesh with a 'tasks' axis (`jmeta.training.task_mesh()`) to split each meta-batch over, sampling
+      included; the state and the sampler's data are replicated. `meta_batch` must divide evenly over it.
   """
   check_positive_int(meta_batch, 'meta_batch')
   check_positive_int(steps, 'steps')
@@ -78,6 +82,8 @@ def fit(
                      f'got {checkpoint_every}')
   if eval_every is not None and (eval_every < 1 or eval_every % log_every):
     raise ValueError(f'eval_every must be a positive multiple of log_every={log_every}; got {eval_every}')
+  if mesh is not None:
+    check_divisible(meta_batch, mesh)
 
   checkpoints = None
   if out_dir is not None:
@@ -95,6 +101,9 @@ def fit(
 
   step_fn = meta_step(learner, outer_opt, task_spec)
   sample = as_pytree(sample)
+  if mesh is not None:
+    step_fn = constrain_step(step_fn, mesh)
+    state, sample = replicate((state, sample), mesh)
   chunks: dict[int, Callable] = {}
 
   def run_chunk(state: TrainState, n: int):
