@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument('--remat', action='store_true', default=None, help='rematerialise inner steps (less memory)')
   train.add_argument('--out', required=True, help='run directory: config, metrics.jsonl, checkpoints')
   train.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+  train.add_argument('--devices', type=int, help='shard each meta-batch over this many devices (default: one); on '
+                     'a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N provides N')
   train.add_argument('--no-progress', action='store_true', help='no progress bar')
 
   ev = sub.add_parser('eval', help='evaluate a trained run on fresh test tasks')
@@ -128,10 +130,12 @@ def train(args: argparse.Namespace) -> dict:
     s = summarize(valid(params, keys['valid'], 200))
     return {f'valid_{experiment.metric}': s.mean, 'valid_ci95': s.ci95}
 
+  from jmeta.training.sharding import task_mesh
+  mesh = task_mesh(args.devices) if args.devices is not None else None
   state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
               steps=c.steps, out_dir=args.out, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
               eval_every=c.eval_every, eval_fn=eval_fn, resume=args.resume, progress=not args.no_progress,
-              task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))))
+              task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh)
   plot_learning_curve(args.out)
   test = _test_scores(experiment, experiment.test_tasks, c.inner_steps)
   return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,

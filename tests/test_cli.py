@@ -135,3 +135,16 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
   from jmeta.training import Checkpoints
   latest = Checkpoints(os.path.join(out, 'checkpoints')).latest_step()
   assert latest is None or all(m['step'] <= latest and np.isfinite(m['loss']) for m in read_metrics(out))
+
+
+def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
+  args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--eval-episodes', '20',
+          '--meta-batch', '4', '--no-progress']
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  subprocess.run(JMETA + args + ['--devices', '2', '--out', str(tmp_path / 'two')], check=True, env=env,
+                 capture_output=True)
+  cli.main(args + ['--out', str(tmp_path / 'one')])
+  chex.assert_trees_all_close(_final_params(tmp_path / 'two').params, _final_params(tmp_path / 'one').params,
+                              rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='xla_force_host_platform_device_count'):
+    cli.main(args + ['--devices', '64', '--out', str(tmp_path / 'many')])

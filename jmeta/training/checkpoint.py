@@ -27,13 +27,13 @@ class Checkpoints:
     self._manager.save(int(state.step), args=self._ocp.args.StandardSave(state))
 
   def restore(self, like: TrainState, step: int | None = None) -> TrainState:
-    """The state saved at `step` (default: the latest), with the structure, shapes and dtypes of `like`."""
+    """The state saved at `step` (default: the latest), laid out like `like`: its structure, shapes, dtypes and
+    shardings, so a run saved on some devices resumes on others."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint to restore in {self._manager.directory}')
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
-    restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
-    return TrainState(*restored) if not isinstance(restored, TrainState) else restored
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
+    return TrainState(*self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract)))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
