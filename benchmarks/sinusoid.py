@@ -53,8 +53,13 @@ def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_st
   table = scores(state.params, recipes.test_key(seed), episodes)
   curve = []
   for column, inner_steps in enumerate(counts):
-    s = summarize(table[:, column])
-    curve.append({'inner_steps': inner_steps, 'mse': s.mean, 'ci95': s.ci95})
+    values = table[:, column]
+    finite = np.isfinite(values) & (values < 1e6)
+    point = {'inner_steps': inner_steps, 'mse': None, 'ci95': None, 'diverged_tasks': int((~finite).sum())}
+    if finite.all():
+      s = summarize(values)
+      point.update(mse=s.mean, ci95=s.ci95)
+    curve.append(point)
   return {**record, 'train_seconds': round(train_s, 1), 'episodes': episodes, 'eval_queries': c.eval_queries,
           'curve': curve}
 
@@ -67,12 +72,15 @@ def plot(results: list[dict], path: str) -> None:
   fig, axes = plt.subplots(1, len(shots), figsize=(5 * len(shots), 4), squeeze=False)
   for ax, k in zip(axes[0], shots):
     for r in (r for r in results if r['shots'] == k and r['curve']):
-      steps = [p['inner_steps'] for p in r['curve']]
-      mse = np.array([p['mse'] for p in r['curve']])
-      half = np.array([p['ci95'] for p in r['curve']])
+      points = [p for p in r['curve'] if p['mse'] is not None]
+      steps = [p['inner_steps'] for p in points]
+      mse = np.array([p['mse'] for p in points])
+      half = np.array([p['ci95'] for p in points])
       ax.plot(steps, mse, marker='o', ms=3, label=r['algo'])
       ax.fill_between(steps, mse - half, mse + half, alpha=0.2)
     ax.set(title=f'K = {k}', xlabel='inner gradient steps at meta-test', ylabel='MSE (95% CI)', yscale='log')
+    ax.text(0.98, 0.02, 'a curve stops where some test task diverged', transform=ax.transAxes, ha='right',
+            fontsize=7, color='gray')
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -101,8 +109,9 @@ def main() -> None:
         print(f'{algo:>10} K={shots:<2} {r["diverged"]}', flush=True)
       else:
         one = r['curve'][min(1, args.max_inner_steps)]
+        shown = 'diverged' if one['mse'] is None else f'{one["mse"]:.3f} ± {one["ci95"]:.3f}'
         print(f'{algo:>10} K={shots:<2} {r["meta_steps"]:>6} steps {r["train_seconds"]:>6.1f}s  '
-              f'MSE@1 {one["mse"]:.3f} ± {one["ci95"]:.3f}  (published {r["published_1step"]})', flush=True)
+              f'MSE@1 {shown}  (published {r["published_1step"]})', flush=True)
       results.append(r)
   report = {'benchmark': 'sinusoid', 'total_seconds': round(time.perf_counter() - t0, 1),
             'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),
