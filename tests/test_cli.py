@@ -9,7 +9,6 @@ import time
 
 import chex
 import numpy as np
-import jax
 import pytest
 
 from jmeta import cli

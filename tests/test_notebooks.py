@@ -1,6 +1,5 @@
 """The notebooks run from top to bottom (with a small training budget) so they cannot rot."""
 
-import os
 import pathlib
 
 import nbformat

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jmeta import losses
-from jmeta.algorithms.protonet import (EmbedFn, check_classification_task, check_embeddings, check_support,
-                                       check_ways, embed)
+from jmeta.algorithms.protonet import (EmbedFn, SupportEmbeddings, check_embeddings, check_support, check_ways, embed,
+                                       query_cross_entropy)
 from jmeta.base import MetaLearner, Params
-from jmeta.tasks import Split, Task
+from jmeta.tasks import Split
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -76,21 +74,6 @@ def fce_query(params: Params, f: jax.Array, g: jax.Array, steps: int) -> jax.Arr
   return h
 
 
-class MatchingState(NamedTuple):
-  """What `adapt` returns.
-
-  Attributes:
-    params: the meta-parameters, to embed queries.
-    support: `[support, dim]`, the support embeddings g(x_i, S).
-    labels: `[support, ways]`, the one-hot support labels.
-    reference: the support inputs when queries are embedded non-transductively, else None.
-  """
-  params: Params
-  support: jax.Array
-  labels: jax.Array
-  reference: jax.Array | None
-
-
 def matching_net(embed_fn: EmbedFn, ways: int, *, fce: bool = False, embed_dim: int | None = None,
                  fce_steps: int = 5, transductive: bool = True) -> MetaLearner:
   """Matching Networks (Vinyals, Blundell, Lillicrap, Kavukcuoglu and Wierstra, 2016, arXiv:1606.04080).
@@ -110,7 +93,7 @@ def matching_net(embed_fn: EmbedFn, ways: int, *, fce: bool = False, embed_dim: 
 
   Returns:
     A `MetaLearner` over `params = {'embed': model_params}`, plus `'fce'` (the LSTM cells) with `fce`.
-    `adapt(params, support) -> MatchingState`; `predict(state, x) -> [examples, ways]` log-probabilities;
+    `adapt(params, support) -> SupportEmbeddings`; `predict(state, x) -> [examples, ways]` log-probabilities;
     `loss(params, task) -> (loss, {'loss', 'accuracy'})`.
   """
   ways = check_ways(ways, 'matching_net')
@@ -126,16 +109,16 @@ def matching_net(embed_fn: EmbedFn, ways: int, *, fce: bool = False, embed_dim: 
       params['fce'] = fce_init(key, dim)
     return params
 
-  def adapt(params: Params, support: Split) -> MatchingState:
+  def adapt(params: Params, support: Split) -> SupportEmbeddings:
     check_support(support, ways, 'matching_net')
     n = jnp.shape(support.y)[0]
     g = check_embeddings(embed_fn(params['embed'], support.x), n, 'matching_net (support)', dim)
     if fce:
       g = fce_support(params['fce'], g)
     labels = jax.nn.one_hot(support.y, ways, dtype=g.dtype)
-    return MatchingState(params, g, labels, None if transductive else support.x)
+    return SupportEmbeddings(params, g, labels, None if transductive else support.x)
 
-  def predict(state: MatchingState, x: jax.Array) -> jax.Array:
+  def predict(state: SupportEmbeddings, x: jax.Array) -> jax.Array:
     f = embed(embed_fn, state.params['embed'], x, state.reference)
     f = check_embeddings(f, jnp.shape(x)[0], 'matching_net (query)', jnp.shape(state.support)[1])
     if fce:
@@ -144,10 +127,5 @@ def matching_net(embed_fn: EmbedFn, ways: int, *, fce: bool = False, embed_dim: 
     probs = attention @ state.labels
     return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
 
-  def loss(params: Params, task: Task) -> tuple[jax.Array, dict[str, jax.Array]]:
-    check_classification_task(task, ways, 'matching_net')
-    log_probs = predict(adapt(params, task.support), task.query.x)
-    value = losses.cross_entropy(log_probs, task.query.y)
-    return value, {'loss': value, 'accuracy': losses.accuracy(log_probs, task.query.y)}
-
+  loss = query_cross_entropy(adapt, predict, ways, 'matching_net')
   return MetaLearner(init, adapt, predict, loss, jax.grad(loss, has_aux=True))

@@ -110,6 +110,34 @@ class ProtoNetState(NamedTuple):
   reference: jax.Array | None
 
 
+class SupportEmbeddings(NamedTuple):
+  """What Matching and Siamese networks' `adapt` returns.
+
+  Attributes:
+    params: the meta-parameters, to embed queries (and compare them).
+    support: `[support, dim]`, the support embeddings.
+    labels: `[support, ways]`, the one-hot support labels.
+    reference: the support inputs when queries are embedded non-transductively, else None.
+  """
+  params: Params
+  support: jax.Array
+  labels: jax.Array
+  reference: jax.Array | None
+
+
+def query_cross_entropy(adapt: Callable, predict: Callable, ways: int, name: str) -> Callable:
+  """`loss(params, task) -> (loss, {'loss', 'accuracy'})`: cross-entropy of `predict(adapt(...))` on the query set,
+  whose outputs are logits or log-probabilities `[queries, ways]`."""
+
+  def loss(params: Params, task: Task) -> tuple[jax.Array, dict[str, jax.Array]]:
+    check_classification_task(task, ways, name)
+    logits = predict(adapt(params, task.support), task.query.x)
+    value = losses.cross_entropy(logits, task.query.y)
+    return value, {'loss': value, 'accuracy': losses.accuracy(logits, task.query.y)}
+
+  return loss
+
+
 def protonet(embed_fn: EmbedFn, ways: int, *, transductive: bool = True) -> MetaLearner:
   """Prototypical Networks (Snell, Swersky and Zemel, 2017, arXiv:1703.05175).
 
@@ -143,10 +171,5 @@ def protonet(embed_fn: EmbedFn, ways: int, *, transductive: bool = True) -> Meta
     z = check_embeddings(z, jnp.shape(x)[0], 'protonet (query)', jnp.shape(state.prototypes)[1])
     return -squared_distances(z, state.prototypes)
 
-  def loss(params: Params, task: Task) -> tuple[jax.Array, dict[str, jax.Array]]:
-    check_classification_task(task, ways, 'protonet')
-    logits = predict(adapt(params, task.support), task.query.x)
-    value = losses.cross_entropy(logits, task.query.y)
-    return value, {'loss': value, 'accuracy': losses.accuracy(logits, task.query.y)}
-
+  loss = query_cross_entropy(adapt, predict, ways, 'protonet')
   return MetaLearner(init, adapt, predict, loss, jax.grad(loss, has_aux=True))

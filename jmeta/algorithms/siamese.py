@@ -3,15 +3,14 @@ Workshop; no arXiv version)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jmeta import losses
-from jmeta.algorithms.protonet import (EmbedFn, check_classification_task, check_embeddings, check_support,
-                                       check_ways, embed)
+from jmeta.algorithms.protonet import (EmbedFn, SupportEmbeddings, check_classification_task, check_embeddings,
+                                       check_support, check_ways, embed)
 from jmeta.base import MetaLearner, Params
 from jmeta.tasks import Split, Task
 
@@ -20,21 +19,6 @@ def pair_logits(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
   """Logits `[n, m]` that row i of `a: [n, dim]` and row j of `b: [m, dim]` share a class:
   `sum_k alpha_k |a_ik - b_jk| + bias`, with `params = {'alpha': [dim], 'bias': []}` (Koch et al., 2015)."""
   return jnp.abs(a[:, None, :] - b[None, :, :]) @ params['alpha'] + params['bias']
-
-
-class SiameseState(NamedTuple):
-  """What `adapt` returns.
-
-  Attributes:
-    params: the meta-parameters, to embed queries and compare them.
-    support: `[support, dim]`, the support embeddings.
-    labels: `[support, ways]`, the one-hot support labels.
-    reference: the support inputs when queries are embedded non-transductively, else None.
-  """
-  params: Params
-  support: jax.Array
-  labels: jax.Array
-  reference: jax.Array | None
 
 
 def siamese_net(embed_fn: EmbedFn, ways: int, embed_dim: int, *, balanced: bool = True,
@@ -57,7 +41,7 @@ def siamese_net(embed_fn: EmbedFn, ways: int, embed_dim: int, *, balanced: bool 
 
   Returns:
     A `MetaLearner` over `params = {'embed': model_params, 'alpha': [embed_dim], 'bias': []}`, initialised as in the
-    paper (N(0, 0.2^2) weights, N(0.5, 0.01^2) bias). `adapt(params, support) -> SiameseState`;
+    paper (N(0, 0.2^2) weights, N(0.5, 0.01^2) bias). `adapt(params, support) -> SupportEmbeddings`;
     `predict(state, x) -> [examples, ways]` scores (the logit of the most similar support example per class; a class
     without support examples gets the lowest float); `loss(params, task) -> (loss, {'loss', 'accuracy',
     'pair_accuracy'})`, where 'accuracy' is one-shot classification of the queries.
@@ -72,24 +56,24 @@ def siamese_net(embed_fn: EmbedFn, ways: int, embed_dim: int, *, balanced: bool 
     return {'embed': model_params, 'alpha': 0.2 * jax.random.normal(k_alpha, (dim,)),
             'bias': 0.5 + 0.01 * jax.random.normal(k_bias, ())}
 
-  def adapt(params: Params, support: Split) -> SiameseState:
+  def adapt(params: Params, support: Split) -> SupportEmbeddings:
     check_support(support, ways, 'siamese_net')
     n = jnp.shape(support.y)[0]
     z = check_embeddings(embed_fn(params['embed'], support.x), n, 'siamese_net (support)', dim)
     labels = jax.nn.one_hot(support.y, ways, dtype=z.dtype)
-    return SiameseState(params, z, labels, None if transductive else support.x)
+    return SupportEmbeddings(params, z, labels, None if transductive else support.x)
 
-  def similarities(state: SiameseState, x: jax.Array) -> jax.Array:
+  def similarities(state: SupportEmbeddings, x: jax.Array) -> jax.Array:
     z = embed(embed_fn, state.params['embed'], x, state.reference)
     z = check_embeddings(z, jnp.shape(x)[0], 'siamese_net (query)', dim)
     return pair_logits(state.params, z, state.support)
 
-  def scores(state: SiameseState, logits: jax.Array) -> jax.Array:
+  def scores(state: SupportEmbeddings, logits: jax.Array) -> jax.Array:
     lowest = jnp.finfo(logits.dtype).min
     member = state.labels.T[None, :, :] > 0
     return jnp.max(jnp.where(member, logits[:, None, :], lowest), axis=-1)
 
-  def predict(state: SiameseState, x: jax.Array) -> jax.Array:
+  def predict(state: SupportEmbeddings, x: jax.Array) -> jax.Array:
     return scores(state, similarities(state, x))
 
   def loss(params: Params, task: Task) -> tuple[jax.Array, dict[str, jax.Array]]:

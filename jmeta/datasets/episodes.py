@@ -68,7 +68,7 @@ def episodes(images: jax.Array, ways: int, shots: int, queries: int, *,
   shape = tuple(jnp.shape(images))
   if len(shape) < 2:
     raise ValueError(f'images must be [classes, examples_per_class, *example_shape]; got shape {shape}')
-  num_classes, per_class, example_shape = shape[0], shape[1], shape[2:]
+  num_classes, per_class = shape[0], shape[1]
   if rotations and (len(shape) < 4 or shape[2] != shape[3]):
     raise ValueError(f'rotations=True needs square images [classes, examples, H, W, ...] with H == W; got {shape}')
   total = num_classes * 4 if rotations else num_classes
