@@ -6,6 +6,7 @@ meta-test MSE with 95% intervals after each number of inner steps) and `sinusoid
 
     python benchmarks/sinusoid.py                 # the full benchmark, published budgets
     python benchmarks/sinusoid.py --steps 500     # a quick look
+    python benchmarks/sinusoid.py --table         # the README's table, from results/sinusoid.json
 """
 
 from __future__ import annotations
@@ -87,6 +88,28 @@ def plot(results: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def table(report: dict) -> str:
+  """The README's markdown table: MSE after one and ten inner steps, ours with 95% intervals, beside Li et al."""
+  def cell(point):
+    return 'diverged' if point['mse'] is None else f"{point['mse']:.3f} ± {point['ci95']:.3f}"
+  rows = {(r['algo'], r['shots']): r for r in report['results'] if r['curve']}
+  shots = sorted({k for _, k in rows})
+  head = ' | '.join(f'K = {k}' for k in shots)
+  lines = [f'| algorithm | inner steps | published (K = {", ".join(map(str, shots))}) | {head} | training s (K = '
+           f'{", ".join(map(str, shots))}) |', '|---' * (4 + len(shots)) + '|']
+  for algo in ALGOS:
+    runs = [rows.get((algo, k)) for k in shots]
+    if not any(runs):
+      continue
+    published = PUBLISHED.get(algo)
+    pub = ' / '.join(f'{published[k]:.2f}' for k in shots) if published else '-'
+    seconds = ' / '.join(f"{r['train_seconds']:.0f}" if r else '-' for r in runs)
+    for steps in (1, 10):
+      cells = ' | '.join(cell(r['curve'][steps]) if r and len(r['curve']) > steps else '-' for r in runs)
+      lines.append(f'| {algo} | {steps} | {pub if steps == 1 else ""} | {cells} | {seconds if steps == 1 else ""} |')
+  return '\n'.join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--algos', nargs='+', default=ALGOS, choices=ALGOS)
@@ -96,7 +119,12 @@ def main() -> None:
   parser.add_argument('--max-inner-steps', type=int, default=10)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))
+  parser.add_argument('--table', action='store_true', help='print the markdown table of the results in --out')
   args = parser.parse_args()
+  if args.table:
+    with open(os.path.join(args.out, 'sinusoid.json')) as f:
+      print(table(json.load(f)))
+    return
 
   os.makedirs(args.out, exist_ok=True)
   t0 = time.perf_counter()

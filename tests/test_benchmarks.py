@@ -21,3 +21,6 @@ def test_sinusoid_benchmark_writes_json_and_plot(tmp_path):
   assert maml['meta_steps'] == 30 and maml['published_1step'] == 1.13 and maml['train_seconds'] > 0
   assert [p['inner_steps'] for p in maml['curve']] == [0, 1, 2]
   assert all(p['mse'] > 0 and p['ci95'] > 0 and p['diverged_tasks'] == 0 for p in maml['curve'])
+  table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'sinusoid.py'), '--table', '--out', str(tmp_path)],
+                         check=True, capture_output=True, text=True).stdout
+  assert '| maml | 1 | 1.13 |' in table and f"{maml['curve'][1]['mse']:.3f}" in table
