@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('--ways', type=int, help='classes per test episode (default: the run\'s own)')
   ev.add_argument('--shots', type=int, help='support examples per class (default: the run\'s own)')
   ev.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
+  ev.add_argument('--official-runs', action='store_true', help='omniglot: 20-way one-shot accuracy over the 400 '
+                  'trials of the 20 official runs of Lake et al. (2015), from all_runs.zip')
   return parser
 
 
@@ -175,12 +177,32 @@ def load_run(run_dir: str, data_dir: str | None = None, **overrides):
   return experiment, state
 
 
+def _official_runs(experiment, params, data_dir: str | None, inner_steps: int) -> dict:
+  from jmeta.datasets import omniglot
+  from jmeta.evaluation import correct_predictions, summarize
+  from jmeta.recipes import GRADIENT_BASED
+  kwargs = {'steps': inner_steps} if experiment.config.algo in GRADIENT_BASED else {}
+  tasks = omniglot.run_tasks(omniglot.load_runs(data_dir))
+  hits = correct_predictions(experiment.test_learner, params, tasks, **kwargs)
+  summary = summarize(hits.ravel())
+  return {'accuracy': summary.mean, 'ci95': summary.ci95, 'ways': 20, 'shots': 1, 'episodes': hits.shape[0],
+          'trials': hits.size, 'protocol': 'lake2015_official_runs'}
+
+
 def evaluate(args: argparse.Namespace) -> dict:
+  if args.official_runs:
+    if args.ways not in (None, 20) or args.shots not in (None, 1):
+      raise ValueError('--official-runs are 20-way one-shot; leave out --ways and --shots')
+    args.ways, args.shots = 20, 1
   experiment, state = load_run(args.run_dir, args.data_dir, ways=args.ways, shots=args.shots)
+  if args.official_runs and experiment.config.dataset != 'omniglot':
+    raise ValueError(f'--official-runs evaluate an omniglot run; this run is on {experiment.config.dataset}')
   inner_steps = experiment.config.inner_steps if args.inner_steps is None else args.inner_steps
   from jmeta.checks import check_positive_int
   check_positive_int(inner_steps, '--inner-steps', minimum=0)
   check_positive_int(args.episodes, '--episodes')
+  if args.official_runs:
+    return _official_runs(experiment, state.params, args.data_dir, inner_steps)
   return _final_record(experiment, _test_scores(experiment, experiment.test_tasks, inner_steps), state.params,
                        episodes=args.episodes, seed=args.seed, inner_steps=inner_steps)
 

@@ -72,3 +72,17 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
     return out[:, 0] if single else out
 
   return scores
+
+
+def correct_predictions(learner: MetaLearner, params: Params, tasks: Task, **adapt_kwargs) -> np.ndarray:
+  """Whether each query example of each task is classified right, `[tasks, queries]` booleans.
+
+  `tasks` is a meta-batch of fixed tasks (e.g. the 20 official one-shot runs of Lake et al., 2015); each is
+  adapted on its support set and its query set predicted, under one compiled `vmap`.
+  """
+
+  def one(task: Task) -> jax.Array:
+    adapted = learner.adapt(params, task.support, **adapt_kwargs)
+    return jnp.argmax(learner.predict(adapted, task.query.x), axis=-1) == task.query.y
+
+  return np.asarray(jax.jit(jax.vmap(one))(tasks))

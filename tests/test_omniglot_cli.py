@@ -1,5 +1,6 @@
 """Few-shot classification on real Omniglot through the command line, on a small budget."""
 
+import numpy as np
 import pytest
 
 from jmeta import cli
@@ -17,6 +18,25 @@ def test_protonet_trains_and_evaluates_well_above_chance(omniglot_dir, tmp_path)
   assert 'valid_accuracy' in read_metrics(out)[-1]
   wider = cli.main(['eval', out, '--ways', '20', '--episodes', '50'])
   assert wider['ways'] == 20 and 0.05 * 2 < wider['accuracy'] < record['accuracy']
+  runs = cli.main(['eval', out, '--official-runs'])
+  assert runs['trials'] == 400 and runs['episodes'] == 20 and runs['ways'] == 20
+  assert runs['accuracy'] > 0.2 and runs['ci95'] > 0  # chance is 0.05
+
+
+def test_official_runs_score_a_hand_checkable_learner(omniglot_dir):
+  import jax
+  import jax.numpy as jnp
+  import jmeta
+  from jmeta.datasets import omniglot
+  from jmeta.evaluation import correct_predictions
+  tasks = omniglot.run_tasks(omniglot.load_runs())
+  flat = lambda params, x: jnp.reshape(x, (x.shape[0], -1))
+  nearest = jmeta.protonet(flat, 20)  # one shot: prototypes are the drawings, so this is pixel nearest neighbour
+  hits = correct_predictions(nearest, nearest.init(jax.random.PRNGKey(0), {}), tasks)
+  support, query = np.asarray(tasks.support.x).reshape(20, 20, -1), np.asarray(tasks.query.x).reshape(20, 20, -1)
+  distances = ((query[:, :, None] - support[:, None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(hits, distances.argmin(-1) == np.asarray(tasks.query.y))
+  assert 0.1 < hits.mean() < 0.4  # about 0.21 for pixel distance, far below the learned models
 
 
 def test_gradient_based_learners_need_matching_train_ways(omniglot_dir, tmp_path):
