@@ -7,7 +7,7 @@ import numbers
 from typing import Any
 
 
-def check_learning_rate(value: Any, name: str) -> float:
+def check_positive_number(value: Any, name: str) -> float:
   """Returns `value` as a float if it is a finite number > 0; raises `ValueError` otherwise."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise ValueError(f'{name} must be a positive finite number; got {value!r}')
@@ -22,3 +22,7 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
     raise ValueError(f'{name} must be an integer >= {minimum}; got {value!r}')
   return int(value)
+
+
+check_learning_rate = check_positive_number
+"""A step size must be a finite number > 0."""

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument('--remat', action='store_true', default=None, help='rematerialise inner steps (less memory)')
   train.add_argument('--out', required=True, help='run directory: config, metrics.jsonl, checkpoints')
   train.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+  train.add_argument('--time-limit', type=float, help='stop after this many minutes of training (at the next '
+                     'logged step), checkpoint, evaluate; --resume goes on')
   train.add_argument('--devices', type=int, help='shard each meta-batch over this many devices (default: one); on '
                      'a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N provides N')
   train.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -134,10 +136,17 @@ def train(args: argparse.Namespace) -> dict:
 
   from jmeta.training.sharding import task_mesh
   mesh = task_mesh(args.devices) if args.devices is not None else None
+  time_limit = None
+  if args.time_limit is not None:
+    from jmeta.checks import check_positive_number
+    time_limit = 60 * check_positive_number(args.time_limit, '--time-limit')
   state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
               steps=c.steps, out_dir=args.out, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
               eval_every=c.eval_every, eval_fn=eval_fn, resume=args.resume, progress=not args.no_progress,
-              task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh)
+              task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh, time_limit=time_limit)
+  if int(state.step) < c.steps:
+    print(f'jmeta: the time limit stopped training at step {int(state.step)} of {c.steps}; the checkpoint is '
+          'saved, --resume goes on', file=sys.stderr)
   plot_learning_curve(args.out)
   test = _test_scores(experiment, experiment.test_tasks, c.inner_steps)
   return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,

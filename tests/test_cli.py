@@ -147,3 +147,19 @@ def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
                               rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match='xla_force_host_platform_device_count'):
     cli.main(args + ['--devices', '64', '--out', str(tmp_path / 'many')])
+
+
+def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
+  out = str(tmp_path / 'run')
+  base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100', '--eval-episodes', '20'] + SMALL
+  args = base + ['--out', out]
+  stopped = subprocess.run(JMETA + args + ['--time-limit', '1e-6'], check=True, capture_output=True, text=True)
+  assert 'stopped training at step 100 of 300' in stopped.stderr
+  assert 'mse' in _last_json(stopped.stdout) and [m['step'] for m in read_metrics(out)] == [100]
+  cli.main(args + ['--resume'])
+  assert [m['step'] for m in read_metrics(out)] == [100, 200, 300]
+  whole = str(tmp_path / 'whole')
+  cli.main(base + ['--out', whole])
+  chex.assert_trees_all_equal(_final_params(out), _final_params(whole))
+  with pytest.raises(ValueError, match='--time-limit must be a positive finite number'):
+    cli.main(base + ['--out', str(tmp_path / 'x'), '--time-limit', '-5'])

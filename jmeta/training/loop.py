@@ -53,6 +53,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     task_spec: Task | None = None,
+    time_limit: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> TrainState:
   """Meta-trains from `state` until `state.step == steps`.
@@ -62,7 +63,9 @@ def fit(
   chunk's mean metrics, `elapsed_s`, and `eval_fn(params)` when due) and `checkpoint_every` steps save an Orbax
   checkpoint under `out_dir/checkpoints`. `resume=True` continues from the latest checkpoint there; as
   checkpoints fall on chunk boundaries, a resumed run replays the same computation as an uninterrupted one.
-  A `KeyboardInterrupt` saves a checkpoint before it propagates; a non-finite loss raises `FloatingPointError`
+  With `time_limit` (seconds), training stops at the first chunk boundary past it, saves a checkpoint there and
+  returns the state (`state.step < steps`; resume to go on). A `KeyboardInterrupt` saves a checkpoint before it
+  propagates; a non-finite loss raises `FloatingPointError`
   and saves nothing, leaving the last good checkpoint the latest.
 
   Args:
@@ -138,6 +141,8 @@ def fit(
         checkpoints.save(state)
       bar.update(n)
       bar.set_postfix(loss=f'{record["loss"]:.4g}')
+      if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+        break
     if checkpoints is not None and checkpoints.latest_step() != int(state.step):
       checkpoints.save(state)
   except KeyboardInterrupt:
