@@ -24,3 +24,16 @@ def test_sinusoid_benchmark_writes_json_and_plot(tmp_path):
   table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'sinusoid.py'), '--table', '--out', str(tmp_path)],
                          check=True, capture_output=True, text=True).stdout
   assert '| maml | 1 | 1.13 |' in table and f"{maml['curve'][1]['mse']:.3f}" in table
+
+
+def test_omniglot_harness_runs_a_quick_row_and_prints_its_table(omniglot_dir, tmp_path):
+  subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'omniglot.py'), '--quick', '--rows', 'protonet-5w1s',
+                  '--runs', str(tmp_path / 'runs'), '--out', str(tmp_path)], check=True, capture_output=True)
+  report = json.loads((tmp_path / 'omniglot.json').read_text())
+  (row,) = report['results']
+  assert 'error' not in row, row
+  assert row['published'] == 98.8 and row['meta_steps'] == 10 and 0 <= row['accuracy'] <= 1
+  assert row['command'].startswith('jmeta train --algo protonet --dataset omniglot --ways 5 --shots 1')
+  table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'omniglot.py'), '--table', '--out',
+                          str(tmp_path)], check=True, capture_output=True, text=True).stdout
+  assert '| protonet | 5 | 1 | 98.8 |' in table

@@ -1,0 +1,109 @@
+"""Few-shot classification on Omniglot: each algorithm trained within a wall-clock budget with the committed
+command, evaluated on 1,000 test episodes, beside the published figure.
+
+Each row runs `jmeta train ... --time-limit MINUTES` in a subprocess (the exact command is recorded) and writes
+`benchmarks/results/omniglot.json`: per row the published accuracy, ours with its 95% interval, the command, the
+meta-steps reached and the wall-clock time. Run directories (checkpoints) go to `--runs`, outside the results.
+
+    python benchmarks/omniglot.py --rows protonet-5w1s maml-5w1s     # selected rows, 60 minutes each
+    python benchmarks/omniglot.py --table                            # the README table from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Published 5-way Omniglot test accuracy (%): Finn et al. (2017), table 1 (MAML, first-order MAML); Nichol et al.
+# (2018), table 1, transductive (Reptile); Li et al. (2017), table 1 (Meta-SGD); Snell et al. (2017), table 1
+# (ProtoNets); Vinyals et al. (2016), table 1 (Matching Networks, and Koch et al.'s Siamese network as they report
+# it); Sung et al. (2018), table 1 (Relation Networks). ANIL reports no 5-way Omniglot figure.
+PUBLISHED = {
+    ('maml', 1): 98.7, ('maml', 5): 99.9, ('fomaml', 1): 98.3, ('fomaml', 5): 99.2, ('reptile', 1): 97.68,
+    ('reptile', 5): 99.48, ('metasgd', 1): 99.53, ('metasgd', 5): 99.93, ('protonet', 1): 98.8,
+    ('protonet', 5): 99.7, ('matching', 1): 98.1, ('matching', 5): 98.9, ('relation', 1): 99.6,
+    ('relation', 5): 99.8, ('siamese', 1): 96.7, ('siamese', 5): 98.4,
+}
+ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'protonet', 'matching', 'relation', 'siamese')
+ROWS = {f'{a}-5w{k}s': (a, 5, k) for a in ALGOS for k in (1, 5)}
+
+
+def command(algo: str, ways: int, shots: int, out: str, minutes: float, quick: bool) -> list[str]:
+  cmd = ['jmeta', 'train', '--algo', algo, '--dataset', 'omniglot', '--ways', str(ways), '--shots', str(shots),
+         '--time-limit', f'{minutes:g}', '--no-progress', '--out', out]
+  if quick:
+    cmd += ['--filters', '8', '--steps', '10', '--log-every', '5', '--eval-episodes', '40', '--meta-batch', '2']
+  return cmd
+
+
+def run_row(name: str, args: argparse.Namespace) -> dict:
+  algo, ways, shots = ROWS[name]
+  out = os.path.join(args.runs, name)
+  cmd = command(algo, ways, shots, out, args.minutes, args.quick)
+  t0 = time.perf_counter()
+  done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if args.resume else []),
+                        capture_output=True, text=True)
+  seconds = time.perf_counter() - t0
+  row = {'row': name, 'algo': algo, 'ways': ways, 'shots': shots, 'command': ' '.join(cmd),
+         'published': PUBLISHED.get((algo, shots)), 'wall_seconds': round(seconds, 1)}
+  if done.returncode != 0:
+    return {**row, 'error': done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  with open(os.path.join(out, 'metrics.jsonl')) as f:
+    last = [json.loads(line) for line in f if line.strip()][-1]
+  return {**row, 'accuracy': result['accuracy'], 'ci95': result['ci95'], 'episodes': result['episodes'],
+          'meta_steps': last['step'], 'train_seconds': last['elapsed_s']}
+
+
+def table(report: dict) -> str:
+  lines = ['| algorithm | ways | shots | published % | ours % (95% CI) | meta-steps | training min | command |',
+           '|---|---|---|---|---|---|---|---|']
+  for r in report['results']:
+    ours = r.get('error') or f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
+    minutes = f"{r['train_seconds'] / 60:.0f}" if 'train_seconds' in r else '-'
+    lines.append(f"| {r['algo']} | {r['ways']} | {r['shots']} | {r['published'] or '-'} | {ours} | "
+                 f"{r.get('meta_steps', '-')} | {minutes} | `{r['command']}` |")
+  return '\n'.join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--rows', nargs='+', default=sorted(ROWS), choices=sorted(ROWS))
+  parser.add_argument('--minutes', type=float, default=60.0, help='training budget of each row (default 60)')
+  parser.add_argument('--resume', action='store_true', help='continue each row\'s run in --runs')
+  parser.add_argument('--quick', action='store_true', help='tiny models and budgets: checks the harness only')
+  parser.add_argument('--runs', default=os.path.join(os.path.expanduser('~'), '.cache', 'jmeta', 'runs'))
+  parser.add_argument('--out', default=os.path.join(HERE, 'results'))
+  parser.add_argument('--table', action='store_true', help='print the markdown table of the results in --out')
+  args = parser.parse_args()
+  path = os.path.join(args.out, 'omniglot.json')
+  if args.table:
+    with open(path) as f:
+      print(table(json.load(f)))
+    return
+  os.makedirs(args.out, exist_ok=True)
+  results = []
+  for name in args.rows:
+    results.append(run_row(name, args))
+    r = results[-1]
+    print(r.get('error') or f"{name}: {100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f} after {r['meta_steps']} "
+          f"steps ({r['train_seconds']:.0f} s); published {r['published']}", flush=True)
+  import jax
+  report = {'benchmark': 'omniglot', 'quick': args.quick, 'minutes_per_row': args.minutes,
+            'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),
+                        'jax': jax.__version__},
+            'results': results}
+  with open(path, 'w') as f:
+    json.dump(report, f, indent=1)
+  print(table(report))
+
+
+if __name__ == '__main__':
+  main()
