@@ -12,7 +12,6 @@ On GPU and TPU the default keeps `lax.conv_general_dilated`: cuDNN's and the TPU
 
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Any, Callable, Sequence
 
@@ -189,31 +188,5 @@ def _conv_im2col(x, kernel, strides, pads, precision):
     # Channel-minor patches [M, k]: the kh*kw views concatenated along the features.
     views, out = _shifted_views(x, window, strides, pads, len(batch))
     p = jnp.concatenate(views, axis=-1).reshape(-1, k)
-    y = _matmul(p, w, precision)
+    y = lax.dot_general(p, w, (((1,), (0,)), ((), ())), precision=precision)
   return y.reshape(batch + tuple(out) + (cout,))
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _matmul(p, w, precision):
-  """`p @ w` for `p: [M, k]`, `w: [k, cout]`, whose transpose gives the kernel's gradient as `(g^T p)^T`.
-
-  Autodiff's own transpose computes `p^T g`, a matmul contracting the leading axes of both operands, which
-  XLA:CPU hands to a slower kernel than the `[cout, M] x [M, k]` form written here; values are the same.
-  """
-  return lax.dot_general(p, w, (((1,), (0,)), ((), ())), precision=precision)
-
-
-def _matmul_jvp(precision, primals, tangents):
-  p, w = primals
-  dp, dw = tangents
-  y = _matmul(p, w, precision)
-  terms = []
-  if not isinstance(dp, jax.custom_derivatives.SymbolicZero):
-    terms.append(_matmul(dp, w, precision))
-  if not isinstance(dw, jax.custom_derivatives.SymbolicZero):
-    terms.append(lax.dot_general(dw, p, (((0,), (1,)), ((), ())), precision=precision).T)
-  dy = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
-  return y, dy
-
-
-_matmul.defjvp(_matmul_jvp, symbolic_zeros=True)
