@@ -123,8 +123,9 @@ def _where(root: Path, names=('images_background.zip', 'images_evaluation.zip'),
           + (', or pass download=True.' if offer_download else '.'))
 
 
-def _md5(path: Path) -> str:
-  h = hashlib.md5()
+def _digest(path: Path, algorithm: str) -> str:
+  """The hex digest of a file's bytes, `algorithm` being a `hashlib` name ('md5', 'sha256')."""
+  h = hashlib.new(algorithm)
   with open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       h.update(block)
@@ -153,7 +154,7 @@ def download(root: str | os.PathLike | None = None,
     try:
       with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
         shutil.copyfileobj(response, out, 1 << 20)
-      got = _md5(Path(tmp))
+      got = _digest(Path(tmp), 'md5')
       if got != md5:
         raise OmniglotError(f'Omniglot: the download of {url} has md5 {got}, expected {md5}; it was discarded. '
                             + _where(root, (name,), offer_download=False))
@@ -238,19 +239,11 @@ def _read_characters(root: Path, top: str, num_alphabets: int, num_characters: i
   return (images, np.array([a for a, _ in keys]), np.array([c for _, c in keys]), np.array(ids, np.int32))
 
 
-def _sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _cache_path(root: Path, cache: str | os.PathLike | None, size: int) -> Path:
   """The cache file of `load`; its name hashes the preprocessing and the bytes of the two zips."""
   h = hashlib.sha256(f'{_PREPROCESSING} size={size}'.encode())
   for top, _, _ in _IMAGE_ZIPS:
-    h.update(_sha256(root / f'{top}.zip').encode())
+    h.update(_digest(root / f'{top}.zip', 'sha256').encode())
   return cache_dir(cache) / f'omniglot_{size}px_v1_{h.hexdigest()[:16]}.npz'
 
 
