@@ -148,7 +148,8 @@ def train(args: argparse.Namespace) -> dict:
     print(f'jmeta: the time limit stopped training at step {int(state.step)} of {c.steps}; the checkpoint is '
           'saved, --resume goes on', file=sys.stderr)
   plot_learning_curve(args.out)
-  test = _test_scores(experiment, experiment.test_tasks, c.inner_steps)
+  same = experiment.test_tasks is experiment.valid_tasks
+  test = valid if same else _test_scores(experiment, experiment.test_tasks, c.inner_steps)
   return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,
                        inner_steps=c.inner_steps)
 
