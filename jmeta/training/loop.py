@@ -65,8 +65,8 @@ def fit(
   checkpoints fall on chunk boundaries, a resumed run replays the same computation as an uninterrupted one.
   With `time_limit` (seconds), training stops at the first chunk boundary past it, saves a checkpoint there and
   returns the state (`state.step < steps`; resume to go on). A `KeyboardInterrupt` saves a checkpoint before it
-  propagates; a non-finite loss raises `FloatingPointError`
-  and saves nothing, leaving the last good checkpoint the latest.
+  propagates; a non-finite loss raises `FloatingPointError` and saves nothing, so the last good checkpoint stays
+  the latest.
 
   Args:
     learner, outer_opt: the meta-learner and its outer optimizer (the one `state.opt_state` was made by).
