@@ -1,9 +1,11 @@
 """Few-shot classification on Omniglot: each algorithm trained within a wall-clock budget with the committed
 command, evaluated on 1,000 test episodes, beside the published figure.
 
-Each row runs `jmeta train ... --time-limit MINUTES` in a subprocess (the exact command is recorded) and writes
-`benchmarks/results/omniglot.json`: per row the published accuracy, ours with its 95% interval, the command, the
-meta-steps reached and the wall-clock time. Run directories (checkpoints) go to `--runs`, outside the results.
+Each row runs `jmeta train ... --time-limit MINUTES` in a subprocess (the exact command is recorded) and merges
+its record into `benchmarks/results/omniglot.json` by row name: the published accuracy, ours with its 95%
+interval, the command and resolved configuration, the meta-steps reached, the wall-clock time and the CPU cores
+the run had. Run directories (checkpoints) go to `--runs`, outside the results. Two invocations pinned to
+different cores (`taskset -c 0 ...`, `taskset -c 1 ...`) run rows side by side.
 
     python benchmarks/omniglot.py --rows protonet-5w1s maml-5w1s     # selected rows, 60 minutes each
     python benchmarks/omniglot.py --table                            # the README table from the JSON
@@ -12,6 +14,7 @@ meta-steps reached and the wall-clock time. Run directories (checkpoints) go to 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -58,8 +61,28 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
   result = json.loads(done.stdout.strip().splitlines()[-1])
   with open(os.path.join(out, 'metrics.jsonl')) as f:
     last = [json.loads(line) for line in f if line.strip()][-1]
+  with open(os.path.join(out, 'config.json')) as f:
+    config = json.load(f)
   return {**row, 'accuracy': result['accuracy'], 'ci95': result['ci95'], 'episodes': result['episodes'],
-          'meta_steps': last['step'], 'train_seconds': last['elapsed_s']}
+          'meta_steps': last['step'], 'train_seconds': last['elapsed_s'], 'cores': len(os.sched_getaffinity(0)),
+          'config': config}
+
+
+def merge(path: str, rows: list[dict], header: dict) -> dict:
+  """Replaces `rows` (by row name) in the report at `path`, under a lock, and returns the report."""
+  with open(path + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    report = {'results': []}
+    if os.path.exists(path):
+      with open(path) as f:
+        report = json.load(f)
+    names = {r['row'] for r in rows}
+    kept = [r for r in report['results'] if r['row'] not in names]
+    order = {name: i for i, name in enumerate(sorted(ROWS))}
+    report = {**header, 'results': sorted(kept + rows, key=lambda r: order.get(r['row'], len(order)))}
+    with open(path, 'w') as f:
+      json.dump(report, f, indent=1)
+  return report
 
 
 def table(report: dict) -> str:
@@ -68,6 +91,8 @@ def table(report: dict) -> str:
   for r in report['results']:
     ours = r.get('error') or f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
     minutes = f"{r['train_seconds'] / 60:.0f}" if 'train_seconds' in r else '-'
+    if r.get('cores') == 1:
+      minutes += ' (1 core)'
     lines.append(f"| {r['algo']} | {r['ways']} | {r['shots']} | {r['published'] or '-'} | {ours} | "
                  f"{r.get('meta_steps', '-')} | {minutes} | `{r['command']}` |")
   return '\n'.join(lines)
@@ -89,19 +114,15 @@ def main() -> None:
       print(table(json.load(f)))
     return
   os.makedirs(args.out, exist_ok=True)
-  results = []
+  import jax
+  header = {'benchmark': 'omniglot', 'quick': args.quick, 'minutes_per_row': args.minutes,
+            'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),
+                        'jax': jax.__version__}}
   for name in args.rows:
-    results.append(run_row(name, args))
-    r = results[-1]
+    r = run_row(name, args)
+    report = merge(path, [r], header)
     print(r.get('error') or f"{name}: {100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f} after {r['meta_steps']} "
           f"steps ({r['train_seconds']:.0f} s); published {r['published']}", flush=True)
-  import jax
-  report = {'benchmark': 'omniglot', 'quick': args.quick, 'minutes_per_row': args.minutes,
-            'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),
-                        'jax': jax.__version__},
-            'results': results}
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=1)
   print(table(report))
 
 

@@ -34,9 +34,13 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument('--meta-batch', type=int, help='tasks per meta-step (default: published)')
   train.add_argument('--steps', type=int, help='meta-steps in all (default: published)')
   train.add_argument('--inner-steps', type=int, help='inner steps per task while training (default: published)')
+  train.add_argument('--eval-inner-steps', type=int, help='inner steps per task at validation and test time '
+                     '(default: published, else as --inner-steps)')
   train.add_argument('--inner-lr', type=float, help='inner step size (default: published)')
   train.add_argument('--inner-opt', help='inner optimizer: sgd or adam (default: sgd)')
   train.add_argument('--outer-lr', type=float, help='outer step size (default: published)')
+  train.add_argument('--outer-halve-every', type=int, help='halve the outer step size every this many meta-steps '
+                     '(default: published)')
   train.add_argument('--seed', type=int)
   train.add_argument('--log-every', type=int, help='meta-steps per logged record (default 100)')
   train.add_argument('--eval-every', type=int, help='meta-steps between validations (default: a tenth of the run)')
@@ -55,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('run_dir')
   ev.add_argument('--episodes', type=int, default=1000, help='test tasks (default 1000)')
   ev.add_argument('--seed', type=int, default=0, help='seed of the test tasks (default 0)')
-  ev.add_argument('--inner-steps', type=int, help='inner steps at test time (default: the run\'s own)')
+  ev.add_argument('--inner-steps', type=int, help='inner steps at test time (default: the run\'s '
+                  'eval-inner-steps)')
   ev.add_argument('--ways', type=int, help='classes per test episode (default: the run\'s own)')
   ev.add_argument('--shots', type=int, help='support examples per class (default: the run\'s own)')
   ev.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
@@ -65,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _CONFIG_FIELDS = ('algo', 'dataset', 'ways', 'train_ways', 'shots', 'queries', 'split', 'filters', 'meta_batch',
-                  'steps', 'inner_steps', 'inner_lr', 'inner_opt', 'outer_lr', 'seed', 'log_every', 'eval_every',
+                  'steps', 'inner_steps', 'eval_inner_steps', 'inner_lr', 'inner_opt', 'outer_lr',
+                  'outer_halve_every', 'seed', 'log_every', 'eval_every',
                   'checkpoint_every', 'eval_episodes', 'remat')
 
 
@@ -128,7 +134,7 @@ def train(args: argparse.Namespace) -> dict:
 
   keys = recipes.keys(c.seed)
   state = _initial_state(experiment, keys)
-  valid = _test_scores(experiment, experiment.valid_tasks, c.inner_steps)
+  valid = _test_scores(experiment, experiment.valid_tasks, c.eval_inner_steps)
 
   def eval_fn(params):
     s = summarize(valid(params, keys['valid'], 200))
@@ -149,9 +155,9 @@ def train(args: argparse.Namespace) -> dict:
           'saved, --resume goes on', file=sys.stderr)
   plot_learning_curve(args.out)
   same = experiment.test_tasks is experiment.valid_tasks
-  test = valid if same else _test_scores(experiment, experiment.test_tasks, c.inner_steps)
+  test = valid if same else _test_scores(experiment, experiment.test_tasks, c.eval_inner_steps)
   return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,
-                       inner_steps=c.inner_steps)
+                       inner_steps=c.eval_inner_steps)
 
 
 def _initial_state(experiment, keys):
@@ -207,7 +213,7 @@ def evaluate(args: argparse.Namespace) -> dict:
   experiment, state = load_run(args.run_dir, args.data_dir, ways=args.ways, shots=args.shots)
   if args.official_runs and experiment.config.dataset != 'omniglot':
     raise ValueError(f'--official-runs evaluate an omniglot run; this run is on {experiment.config.dataset}')
-  inner_steps = experiment.config.inner_steps if args.inner_steps is None else args.inner_steps
+  inner_steps = experiment.config.eval_inner_steps if args.inner_steps is None else args.inner_steps
   from jmeta.checks import check_positive_int
   check_positive_int(inner_steps, '--inner-steps', minimum=0)
   check_positive_int(args.episodes, '--episodes')
@@ -227,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def run() -> None:
   """The console script: `main` with errors as one line on stderr (status 2 for bad input, 1 for a diverged
-  run); SIGTERM, like Ctrl-C, saves a checkpoint before exiting."""
+  run); SIGTERM, like Ctrl-C, saves a checkpoint before exiting. glibc's malloc is tuned first (`jmeta.runtime`)."""
   signal.signal(signal.SIGTERM, signal.default_int_handler)
+  from jmeta.runtime import tune_malloc
+  tune_malloc()
   try:
     main()
   except ValueError as e:

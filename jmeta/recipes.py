@@ -23,7 +23,12 @@ SPLITS = ('vinyals', 'lake')
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything that defines a run; `None` fields take the published default of the algorithm."""
+  """Everything that defines a run; `None` fields take the published default of the algorithm.
+
+  `inner_steps` adapt each task while meta-training, `eval_inner_steps` at validation and test time.
+  `outer_decay` anneals the outer step size linearly to 0 over `steps`; `outer_halve_every` halves it every that
+  many meta-steps instead.
+  """
   algo: str
   dataset: str = 'sinusoid'
   ways: int | None = None
@@ -35,11 +40,13 @@ class Config:
   meta_batch: int | None = None
   steps: int | None = None
   inner_steps: int | None = None
+  eval_inner_steps: int | None = None
   inner_lr: float | None = None
   inner_opt: str | None = None
   outer_lr: float | None = None
   outer_opt: str | None = None
   outer_decay: bool | None = None
+  outer_halve_every: int | None = None
   seed: int = 0
   log_every: int = 100
   eval_every: int | None = None
@@ -82,10 +89,11 @@ _DATASET_DEFAULTS = {
     'omniglot': dict(ways=5, shots=1, queries=15, eval_queries=15),
 }
 # Finn et al. (2017), section 5.2, 5-way Omniglot: inner SGD 0.4, one inner step, meta-batch 32, Adam 1e-3 and
-# 60,000 meta-steps. ANIL (Raghu et al., 2020) and Meta-SGD (Li et al., 2017) take the same budget; first-order
-# MAML too.
-_MAML_OMNIGLOT = dict(meta_batch=32, steps=60_000, inner_steps=1, inner_lr=0.4, inner_opt='sgd', outer_lr=1e-3,
-                      outer_opt='adam', outer_decay=False)
+# 60,000 meta-steps; their code trains on K query examples per class (the queries default to the shots, see
+# `resolve`) and tests after 10 inner steps. ANIL (Raghu et al., 2020) and first-order MAML take the same
+# settings; Meta-SGD (Li et al., 2017) too, but its learned step is taken once, as in training.
+_MAML_OMNIGLOT = dict(meta_batch=32, steps=60_000, inner_steps=1, eval_inner_steps=10, inner_lr=0.4,
+                      inner_opt='sgd', outer_lr=1e-3, outer_opt='adam', outer_decay=False)
 # One episode a meta-step, Adam 1e-3, as Snell et al. (2017), Vinyals et al. (2016), Sung et al. (2018) train.
 _METRIC_OMNIGLOT = dict(meta_batch=1, steps=20_000, inner_steps=1, inner_lr=None, inner_opt='sgd', outer_lr=1e-3,
                         outer_opt='adam', outer_decay=False)
@@ -93,16 +101,18 @@ _PUBLISHED.update({
     ('maml', 'omniglot'): _MAML_OMNIGLOT,
     ('fomaml', 'omniglot'): _MAML_OMNIGLOT,
     ('anil', 'omniglot'): _MAML_OMNIGLOT,
-    ('metasgd', 'omniglot'): {**_MAML_OMNIGLOT, 'inner_lr': None},
-    # Nichol et al. (2018), Omniglot: inner Adam 1e-3 (5 steps while training), outer SGD 1.0 annealed to 0,
-    # 5 tasks a meta-batch, 100,000 meta-steps.
-    ('reptile', 'omniglot'): dict(meta_batch=5, steps=100_000, inner_steps=5, inner_lr=1e-3, inner_opt='adam',
-                                  outer_lr=1.0, outer_opt='sgd', outer_decay=True),
+    ('metasgd', 'omniglot'): {**_MAML_OMNIGLOT, 'inner_lr': None, 'eval_inner_steps': 1},
+    # Nichol et al. (2018), Omniglot: inner Adam 1e-3 (5 steps while training, 50 at test time), outer SGD 1.0
+    # annealed to 0, 5 tasks a meta-batch, 100,000 meta-steps.
+    ('reptile', 'omniglot'): dict(meta_batch=5, steps=100_000, inner_steps=5, eval_inner_steps=50, inner_lr=1e-3,
+                                  inner_opt='adam', outer_lr=1.0, outer_opt='sgd', outer_decay=True),
     ('pretrained', 'omniglot'): _MAML_OMNIGLOT,
-    # Snell et al. (2017): 60-way episodes with 5 queries per class for training.
-    ('protonet', 'omniglot'): {**_METRIC_OMNIGLOT, 'train_ways': 60, 'queries': 5},
+    # Snell et al. (2017): 60-way episodes with 5 queries per class for training; Adam 1e-3 halved every 2,000
+    # episodes.
+    ('protonet', 'omniglot'): {**_METRIC_OMNIGLOT, 'train_ways': 60, 'queries': 5, 'outer_halve_every': 2000},
     ('matching', 'omniglot'): _METRIC_OMNIGLOT,
-    ('relation', 'omniglot'): _METRIC_OMNIGLOT,
+    # Sung et al.'s code: Adam 1e-3 halved every 100,000 episodes (StepLR), 19 queries per class at 1 shot.
+    ('relation', 'omniglot'): {**_METRIC_OMNIGLOT, 'outer_halve_every': 100_000},
     ('siamese', 'omniglot'): _METRIC_OMNIGLOT,
 })
 
@@ -117,6 +127,11 @@ def resolve(config: Config) -> Config:
     raise ValueError(f'{config.algo} does not run on {config.dataset}')
   published = {**_DATASET_DEFAULTS[config.dataset], **_PUBLISHED[config.algo, config.dataset]}
   filled = {k: (published.get(k) if v is None else v) for k, v in dataclasses.asdict(config).items()}
+  if config.dataset == 'omniglot' and config.algo in GRADIENT_BASED and config.queries is None:
+    filled['queries'] = filled['shots']
+  if config.algo == 'relation' and config.dataset == 'omniglot' and config.queries is None and filled['shots'] == 1:
+    filled['queries'] = 19
+  filled['eval_inner_steps'] = filled['eval_inner_steps'] or filled['inner_steps']
   c = Config(**filled)
   steps = check_positive_int(c.steps, 'steps')
   check_positive_int(c.shots, 'shots')
@@ -135,6 +150,11 @@ def resolve(config: Config) -> Config:
     raise ValueError(f'ways and train_ways apply to classification; {c.dataset} is a regression dataset')
   check_positive_int(c.meta_batch, 'meta_batch')
   check_positive_int(c.inner_steps, 'inner_steps')
+  check_positive_int(c.eval_inner_steps, 'eval_inner_steps', minimum=0)
+  if c.outer_halve_every is not None:
+    check_positive_int(c.outer_halve_every, 'outer_halve_every')
+    if c.outer_decay:
+      raise ValueError('outer_decay (linear annealing) and outer_halve_every are two schedules; choose one')
   check_positive_int(c.log_every, 'log_every')
   check_positive_int(c.eval_episodes, 'eval_episodes')
   check_positive_int(c.eval_queries, 'eval_queries')
@@ -247,9 +267,17 @@ def build(config: Config, data_dir: str | None = None) -> Experiment:
     init_model, learner, make, train_tasks, valid_tasks, test_tasks, score, metric = _sinusoid(c)
   else:
     init_model, learner, make, train_tasks, valid_tasks, test_tasks, score, metric = _omniglot(c, data_dir)
-  outer_lr = optax.linear_schedule(c.outer_lr, 0.0, c.steps) if c.outer_decay else c.outer_lr
-  return Experiment(c, learner, make(c.ways), _optimizer(c.outer_opt, outer_lr), init_model, train_tasks,
-                    valid_tasks, test_tasks, score, metric)
+  return Experiment(c, learner, make(c.ways), _optimizer(c.outer_opt, outer_schedule(c)), init_model,
+                    train_tasks, valid_tasks, test_tasks, score, metric)
+
+
+def outer_schedule(c: Config) -> float | optax.Schedule:
+  """The outer step size of a resolved config: constant, annealed linearly to 0, or halved periodically."""
+  if c.outer_decay:
+    return optax.linear_schedule(c.outer_lr, 0.0, c.steps)
+  if c.outer_halve_every:
+    return optax.exponential_decay(c.outer_lr, c.outer_halve_every, 0.5, staircase=True)
+  return c.outer_lr
 
 
 def keys(seed: int) -> dict[str, jax.Array]:

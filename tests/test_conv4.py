@@ -144,3 +144,42 @@ def test_maml_style_use_vmap_jit_and_grad():
   grads = jax.jit(jax.grad(loss))(params, x[0], y[0])
   chex.assert_tree_all_finite(grads)
   assert float(jnp.abs(grads['head']['kernel']).sum()) > 0
+
+
+@pytest.mark.parametrize('form', ['maml', 'protonet', 'relation'])
+def test_default_layers_equal_flax_conv_and_max_pool(form):
+  """conv4's fast layers (jmeta.nn.Conv, reshape max-pool) against `flax.linen.Conv` and `nn.max_pool`, in
+  float64: the same params give the same outputs and the same second-order gradients."""
+
+  class FlaxBlock(conv4.ConvBlock):
+
+    @nn.compact
+    def __call__(self, x, *, mask=None):
+      x = nn.Conv(self.features, (3, 3), strides=self.strides, padding=self.padding, name='conv')(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=False, use_fast_variance=False, name='norm')(x))
+      return nn.max_pool(x, (2, 2), strides=(2, 2)) if self.pool else x
+
+  make = {'maml': conv4.conv4_maml, 'protonet': conv4.conv4_protonet, 'relation': conv4.conv4_relation}[form]
+  with jax.enable_x64():
+    x = images(6).astype(jnp.float64)
+    fast = conv4.functional(make(filters=4))
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), fast.init(KEY, x))
+
+    def reference(p, x):
+      module = make(filters=4)
+      out = x
+      for i, padding in enumerate((module.padding,) * 4 if isinstance(module.padding, str) else module.padding):
+        block = FlaxBlock(4, module.strides, padding, i < module.pool_blocks)
+        out = block.apply({'params': p[f'block{i}']}, out, mutable=['batch_stats'])[0]
+      return out.reshape(out.shape[0], -1) if module.flatten else out
+
+    np.testing.assert_allclose(jax.jit(fast.apply)(params, x), jax.jit(reference)(params, x), rtol=1e-10,
+                               atol=1e-10)
+
+    def second_order(apply):
+      inner = lambda p: jnp.sum(jnp.sin(apply(p, x[:3])))
+      outer = lambda p: jnp.sum(jnp.cos(apply(jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(inner)(p)), x)))
+      return jax.jit(jax.grad(outer))(params)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10),
+                 second_order(fast.apply), second_order(reference))

@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jmeta import nn as jnn
+
 Params = Any
 
 
@@ -44,13 +46,14 @@ class ConvBlock(nn.Module):
     padding: 'SAME' or 'VALID' for the convolution.
     pool: whether a 2x2, stride-2, unpadded max-pool ends the block.
     conv: the convolution module class, constructed as `conv(features, kernel_size, strides=, padding=, name=)`
-      with the signature of `flax.linen.Conv`, so a faster drop-in can replace it.
+      with the signature of `flax.linen.Conv`. The default, `jmeta.nn.Conv`, computes what `flax.linen.Conv`
+      does with the same params, and is fast under `vmap` with per-task weights on XLA:CPU.
   """
   features: int = 64
   strides: int = 1
   padding: str = 'SAME'
   pool: bool = False
-  conv: type = nn.Conv
+  conv: type = jnn.Conv
   kernel_size: int = 3
 
   @nn.compact
@@ -66,7 +69,7 @@ class ConvBlock(nn.Module):
       if min(x.shape[1:3]) < 2:
         raise ValueError(f'ConvBlock: cannot 2x2 max-pool a {x.shape[1]}x{x.shape[2]} feature map; '
                          'use larger inputs or fewer pooled blocks')
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+      x = jnn.max_pool(x, 2)
     return x
 
 
@@ -90,7 +93,7 @@ class Conv4(nn.Module):
   pool_blocks: int = 0
   padding: str | Sequence[str] = 'SAME'
   flatten: bool = True
-  conv: type = nn.Conv
+  conv: type = jnn.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
@@ -106,19 +109,19 @@ class Conv4(nn.Module):
     return jnp.reshape(x, (x.shape[0], -1)) if self.flatten else x
 
 
-def conv4_maml(filters: int = 64, blocks: int = 4, conv: type = nn.Conv) -> Conv4:
+def conv4_maml(filters: int = 64, blocks: int = 4, conv: type = jnn.Conv) -> Conv4:
   """MAML's Omniglot encoder: stride-2 convolutions, no pooling; 28x28 -> 256 features (Finn et al., 2017,
   arXiv:1703.03400)."""
   return Conv4(filters=filters, blocks=blocks, strides=2, pool_blocks=0, padding='SAME', flatten=True, conv=conv)
 
 
-def conv4_protonet(filters: int = 64, blocks: int = 4, conv: type = nn.Conv) -> Conv4:
+def conv4_protonet(filters: int = 64, blocks: int = 4, conv: type = jnn.Conv) -> Conv4:
   """ProtoNets' encoder: stride-1 convolutions, each block max-pooled; 28x28 -> 64 features (Snell et al., 2017,
   arXiv:1703.05175)."""
   return Conv4(filters=filters, blocks=blocks, strides=1, pool_blocks=blocks, padding='SAME', flatten=True, conv=conv)
 
 
-def conv4_relation(filters: int = 64, blocks: int = 4, conv: type = nn.Conv,
+def conv4_relation(filters: int = 64, blocks: int = 4, conv: type = jnn.Conv,
                    padding: str | Sequence[str] | None = None) -> Conv4:
   """Relation Networks' embedding module: unflattened feature maps, the first two blocks max-pooled; 28x28 ->
   `[5, 5, 64]` with the authors' padding, 'VALID' in the pooled blocks and 'SAME' after (Sung et al., 2018,
