@@ -1,4 +1,4 @@
-"""The `jmeta` command: `jmeta train ...`, `jmeta eval DIR ...`."""
+"""The `jmeta` command: `jmeta train ...`, `jmeta eval DIR ...`, `jmeta bench ...`."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
   ev.add_argument('--official-runs', action='store_true', help='omniglot: 20-way one-shot accuracy over the 400 '
                   'trials of the 20 official runs of Lake et al. (2015), from all_runs.zip')
+
+  from jmeta.bench.run import add_arguments
+  add_arguments(sub.add_parser('bench', help='time meta-steps of jmeta and PyTorch side by side; JSON and a table'))
   return parser
 
 
@@ -223,9 +226,13 @@ def evaluate(args: argparse.Namespace) -> dict:
                        episodes=args.episodes, seed=args.seed, inner_steps=inner_steps)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-  """Runs a command; prints its result as one JSON line, last. Bad input raises `ValueError`."""
+def main(argv: Sequence[str] | None = None) -> dict | list:
+  """Runs a command; prints its result as one JSON line, last (`bench`: its table). Bad input raises
+  `ValueError`."""
   args = _parser().parse_args(argv)
+  if args.command == 'bench':
+    from jmeta.bench.run import bench
+    return bench(args)
   record = train(args) if args.command == 'train' else evaluate(args)
   print(json.dumps(record), flush=True)
   return record

@@ -1,0 +1,135 @@
+"""Meta-step speed against PyTorch on this machine, and how time and memory scale; JSON, plots, README tables.
+
+    python benchmarks/speed.py                 # every case and implementation -> results/speed.json (+ .png)
+    python benchmarks/speed.py --quick         # small shapes: checks the harness
+    python benchmarks/speed.py --scaling       # meta-batch 1-128, inner steps 1-25 with and without remat
+                                               #   -> results/scaling.json, results/scaling.png
+    python benchmarks/speed.py --table         # the README tables from the JSON files
+
+The cases and the implementations are `jmeta bench`'s (`jmeta/bench/`): each (case, implementation) pair runs in
+a fresh process, timed over 20 meta-steps after a warm-up step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+from jmeta.bench import run as bench
+from jmeta.bench.cases import CASES
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCALING_CASE = 'maml2_omniglot_5w1s'
+META_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+INNER_STEPS = (1, 5, 10, 25)
+
+
+def scaling(steps: int, torch: bool, log=print) -> dict:
+  """Time and memory of `SCALING_CASE` against meta-batch size (jmeta and the PyTorch loop), and against inner
+  steps with and without `jax.checkpoint` of each inner step (jmeta, meta-batch 32)."""
+  base = CASES[SCALING_CASE]
+  by_batch, by_steps = [], []
+  for mb in META_BATCHES:
+    for impl in ('jmeta', 'torch_loop') if torch else ('jmeta',):
+      r = bench.measure(dataclasses.replace(base, meta_batch=mb), impl, steps)
+      by_batch.append({'meta_batch': mb, **r})
+      log(f"meta-batch {mb} {impl}: {r.get('median_ms', float('nan')):.0f} ms, {r.get('peak_mb', 0):.0f} MB")
+  for inner in INNER_STEPS:
+    for remat in (False, True):
+      r = bench.measure(dataclasses.replace(base, inner_steps=inner, remat=remat), 'jmeta', steps)
+      by_steps.append({'inner_steps': inner, 'remat': remat, **r})
+      log(f"inner steps {inner} remat {remat}: {r.get('median_ms', float('nan')):.0f} ms, "
+          f"XLA {r.get('xla_memory_mb') or 0:.0f} MB, peak RSS {r.get('peak_mb', 0):.0f} MB")
+  return {'case': SCALING_CASE, 'steps': steps, 'machine': bench.machine(), 'by_meta_batch': by_batch,
+          'by_inner_steps': by_steps}
+
+
+def plot_scaling(report: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  for impl, marker in (('jmeta', 'o'), ('torch_loop', 's')):
+    rs = [r for r in report['by_meta_batch'] if r['impl'] == impl and 'median_ms' in r]
+    if rs:
+      axes[0].loglog([r['meta_batch'] for r in rs], [r['median_ms'] for r in rs], marker=marker, label=impl)
+      axes[1].loglog([r['meta_batch'] for r in rs], [r['peak_mb'] for r in rs], marker=marker,
+                     label=f'{impl}, peak RSS')
+  rs = [r for r in report['by_meta_batch'] if r['impl'] == 'jmeta' and r.get('xla_memory_mb')]
+  axes[1].loglog([r['meta_batch'] for r in rs], [r['xla_memory_mb'] for r in rs], marker='o', ls='--',
+                 label="jmeta, XLA's buffers")
+  axes[0].set(xlabel='meta-batch (tasks)', ylabel='ms per meta-step', title='time vs meta-batch')
+  axes[1].set(xlabel='meta-batch (tasks)', ylabel='MB', title='memory vs meta-batch')
+  for remat, marker in ((False, 'o'), (True, 's')):
+    rs = [r for r in report['by_inner_steps'] if r['remat'] == remat and 'median_ms' in r]
+    label = 'remat' if remat else 'no remat'
+    axes[2].plot([r['inner_steps'] for r in rs], [r['xla_memory_mb'] for r in rs], marker=marker,
+                 label=f"{label}: XLA's buffers (MB)")
+    ax2 = axes[2].twinx() if not remat else ax2
+    ax2.plot([r['inner_steps'] for r in rs], [r['median_ms'] for r in rs], marker=marker, ls=':', color='gray',
+             label=f'{label}: ms per step')
+  ax2.set(ylabel='ms per meta-step (dotted)')
+  axes[2].set(xlabel='inner steps', ylabel="MB of XLA's buffers", title='inner steps, meta-batch 32')
+  for ax in axes:
+    ax.grid(alpha=.3, which='both')
+    ax.legend(fontsize=8, loc='upper left')
+  fig.suptitle(f"Second-order MAML, Omniglot 5-way 1-shot conv4 ({report['machine']['cpus']}-core CPU)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def scaling_table(report: dict) -> str:
+  lines = ['| inner steps | remat | ms per meta-step | XLA buffers MB | peak RSS MB |', '|---|---|---|---|---|']
+  for r in report['by_inner_steps']:
+    if 'median_ms' in r:
+      lines.append(f"| {r['inner_steps']} | {'yes' if r['remat'] else 'no'} | {r['median_ms']:.0f} | "
+                   f"{r['xla_memory_mb']:.0f} | {r['peak_mb']:.0f} |")
+  lines += ['', '| meta-batch | impl | ms per meta-step | tasks/s | XLA buffers MB | peak RSS MB |',
+            '|---|---|---|---|---|---|']
+  for r in report['by_meta_batch']:
+    if 'median_ms' in r:
+      xla = '-' if r.get('xla_memory_mb') is None else f"{r['xla_memory_mb']:.0f}"
+      lines.append(f"| {r['meta_batch']} | {r['impl']} | {r['median_ms']:.0f} | {r['tasks_per_s']:.0f} | {xla} | "
+                   f"{r['peak_mb']:.0f} |")
+  return '\n'.join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true')
+  parser.add_argument('--scaling', action='store_true')
+  parser.add_argument('--steps', type=int, help='timed steps (default 20; 10 for --scaling; 5 with --quick)')
+  parser.add_argument('--table', action='store_true')
+  parser.add_argument('--out', default=os.path.join(HERE, 'results'))
+  args = parser.parse_args()
+  speed_path, scaling_path = (os.path.join(args.out, f) for f in ('speed.json', 'scaling.json'))
+  if args.table:
+    with open(speed_path) as f:
+      print(bench.table(json.load(f)))
+    if os.path.exists(scaling_path):
+      with open(scaling_path) as f:
+        print('\n' + scaling_table(json.load(f)))
+    return
+  os.makedirs(args.out, exist_ok=True)
+  t0 = time.perf_counter()
+  if args.scaling:
+    report = scaling(args.steps or 10, bench.torch_available())
+    report['wall_seconds'] = time.perf_counter() - t0
+    with open(scaling_path, 'w') as f:
+      json.dump(report, f, indent=1)
+    plot_scaling(report, os.path.join(args.out, 'scaling.png'))
+    print(scaling_table(report))
+    return
+  records = bench.run(list(CASES), is_quick=args.quick, steps=args.steps)
+  path = speed_path if not args.quick else os.path.join(args.out, 'speed_quick.json')
+  with open(path, 'w') as f:
+    json.dump(records, f, indent=1)
+  print(f'{time.perf_counter() - t0:.0f} s in all')
+  print(bench.table(records))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,181 @@
+"""`jmeta bench`: time each case's meta-step with each implementation, each in a fresh process; JSON and a table.
+
+    jmeta bench                                   # every case, jmeta and (if installed) PyTorch
+    jmeta bench --case maml2_omniglot_5w1s --json out.json
+    jmeta bench --quick                           # small shapes, a few steps: checks the harness
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Any, Sequence
+
+from jmeta.bench.cases import CASES, Case, quick
+
+JAX_IMPLS = ('jmeta', 'jmeta_loop')
+MALLOC = ('tuned', 'default')
+
+
+def torch_available() -> bool:
+  import importlib.util
+  return importlib.util.find_spec('torch') is not None
+
+
+def impls_of(case: Case, torch: bool) -> tuple[str, ...]:
+  """'jmeta' and 'jmeta_loop' (not for ProtoNets' single episode), and PyTorch's if `torch`."""
+  ours = JAX_IMPLS[:1] if case.kind == 'protonet' else JAX_IMPLS
+  if not torch:
+    return ours
+  from jmeta.bench import torch_impl
+  return ours + torch_impl.impls(case)
+
+
+def _child(job: dict[str, Any], malloc: str) -> dict[str, Any]:
+  env = {**os.environ, 'JMETA_MALLOC': malloc}
+  done = subprocess.run([sys.executable, '-m', 'jmeta.bench.run', '--child', json.dumps(job)], capture_output=True,
+                        text=True, env=env)
+  lines = done.stdout.strip().splitlines()
+  if done.returncode != 0 or not lines:
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f'exit status {done.returncode}'
+    return {'error': last}
+  return json.loads(lines[-1])
+
+
+def measure(case: Case, impl: str, steps: int, malloc: str = 'tuned') -> dict[str, Any]:
+  """One record: `case`'s step with `impl`, timed over `steps` steps in a fresh process."""
+  record = _child({'what': 'step', 'case': dataclasses.asdict(case), 'impl': impl, 'steps': steps}, malloc)
+  return {'case': case.name, 'impl': impl, **record, 'malloc': malloc}
+
+
+def model_flops(case: Case) -> float | None:
+  return _child({'what': 'flops', 'case': dataclasses.asdict(case)}, 'default').get('flops')
+
+
+def matmul_gflops() -> dict[str, float]:
+  return _child({'what': 'matmul'}, 'tuned')
+
+
+def _run_child(job: dict[str, Any]) -> dict[str, Any]:
+  from jmeta.runtime import tune_malloc
+  tune_malloc()
+  from jmeta.bench import timing
+  if job['what'] == 'matmul':
+    return timing.matmul_gflops()
+  case = Case(**job['case'])
+  if job['what'] == 'flops':
+    return {'flops': timing.model_flops(case)}
+  return timing.measure(case, job['impl'], job['steps'])
+
+
+def machine() -> dict[str, Any]:
+  import jax
+  info = {'cpus': os.cpu_count(), 'platform': platform.platform(), 'processor': platform.processor(),
+          'python': platform.python_version(), 'jax': jax.__version__, 'backend': jax.default_backend(),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  if torch_available():
+    import torch
+    info['torch'] = torch.__version__
+  return info
+
+
+def _fmt(value: Any, spec: str) -> str:
+  return '-' if value is None else format(value, spec)
+
+
+def table(records: list[dict[str, Any]]) -> str:
+  """Markdown: per case and implementation the step time, compile time, throughput, memory, achieved GFLOP/s and
+  fraction of matmul throughput, and jmeta's speedup over each implementation."""
+  lines = ['| case | impl | median ms | compile s | tasks/s | peak MB | GFLOP/s | % of matmul | jmeta speedup |',
+           '|---|---|---|---|---|---|---|---|---|']
+  ours = {r['case']: r['median_ms'] for r in records if r['impl'] == 'jmeta' and 'median_ms' in r}
+  for r in records:
+    if 'error' in r:
+      lines.append(f"| {r['case']} | {r['impl']} | error: {r['error']} | | | | | | |")
+      continue
+    speedup = r['median_ms'] / ours[r['case']] if r['case'] in ours else None
+    fraction = r.get('matmul_fraction')
+    lines.append(
+        f"| {r['case']} | {r['impl']} | {r['median_ms']:.1f} | {_fmt(r['compile_s'], '.1f')} | "
+        f"{r['tasks_per_s']:.1f} | {r['peak_mb']:.0f} | {_fmt(r.get('gflops_per_s'), '.1f')} | "
+        f"{_fmt(None if fraction is None else 100 * fraction, '.0f')} | {_fmt(speedup, '.2f')}x |")
+  return '\n'.join(lines)
+
+
+def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_quick: bool = False,
+        steps: int | None = None, malloc: str = 'tuned', flops: bool = True, log=print) -> list[dict[str, Any]]:
+  """Measures every (case, implementation) pair; returns the records, each with the machine's description."""
+  has_torch = torch_available()
+  steps = steps or (5 if is_quick else 20)
+  info = machine()
+  matmul = matmul_gflops()
+  log(f"matmul through XLA: {matmul.get('best', float('nan')):.0f} GFLOP/s (float32, best of 1024 and 2048)")
+  records = []
+  for name in case_names:
+    case = quick(CASES[name]) if is_quick else CASES[name]
+    available = impls_of(case, has_torch)
+    chosen = [i for i in available if impls is None or i in impls]
+    case_flops = model_flops(case) if flops else None
+    for impl in chosen:
+      r = measure(case, impl, steps, malloc)
+      if 'median_ms' in r:
+        r['model_flops'] = case_flops
+        if case_flops:
+          r['gflops_per_s'] = case_flops / (r['median_ms'] / 1e3) / 1e9
+          r['matmul_fraction'] = r['gflops_per_s'] / matmul['best'] if matmul.get('best') else None
+      r.update(quick=is_quick, machine=info, matmul_gflops=matmul)
+      records.append(r)
+      log(r.get('error') and f"{name} {impl}: error: {r['error']}" or
+          f"{name} {impl}: {r['median_ms']:.1f} ms per meta-step")
+  if not has_torch:
+    log("PyTorch is not installed: only jmeta's implementations ran (pip install 'jmeta[bench]' adds them)")
+  return records
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='jmeta bench', description=__doc__.splitlines()[0])
+  add_arguments(parser)
+  return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--case', nargs='+', choices=sorted(CASES), default=list(CASES), metavar='NAME',
+                      help=f'cases to run (default: all): {", ".join(CASES)}')
+  parser.add_argument('--impl', nargs='+', metavar='IMPL', help='implementations to run (default: all available): '
+                      'jmeta, jmeta_loop, torch_loop, torch_func')
+  parser.add_argument('--quick', action='store_true', help='small shapes and 5 steps: checks the harness quickly')
+  parser.add_argument('--steps', type=int, help='timed meta-steps after warm-up (default 20; 5 with --quick)')
+  parser.add_argument('--malloc', choices=MALLOC, default='tuned', help="glibc malloc: 'tuned' (jmeta's default, "
+                      "see jmeta.runtime) or 'default'; applies to every implementation alike")
+  parser.add_argument('--json', help='write the records to this file (a JSON list)')
+
+
+def bench(args: argparse.Namespace, log=print) -> list[dict[str, Any]]:
+  """Runs `jmeta bench` from parsed arguments; writes `--json`, prints the table last."""
+  from jmeta.checks import check_positive_int
+  if args.steps is not None:
+    check_positive_int(args.steps, '--steps')
+  records = run(args.case, args.impl, is_quick=args.quick, steps=args.steps, malloc=args.malloc, log=log)
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w') as f:
+      json.dump(records, f, indent=1)
+  log(table(records))
+  return records
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ['--child']:
+    print(json.dumps(_run_child(json.loads(argv[1]))), flush=True)
+    return
+  bench(_parser().parse_args(argv))
+
+
+if __name__ == '__main__':
+  main()
