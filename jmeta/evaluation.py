@@ -33,12 +33,13 @@ def summarize(values: np.ndarray) -> Summary:
 
 
 def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: ScoreFn, *,
-              steps: int | Sequence[int] | None = None, batch_size: int = 250,
+              steps: int | Sequence[int] | None = None, batch_size: int = 250, vmap_size: int = 25,
               **adapt_kwargs) -> Callable[[Params, jax.Array, int], np.ndarray]:
   """`scores(params, key, episodes)`: each episode's score after adaptation on its support set.
 
   Episode `i` is `sample(jax.random.fold_in(key, i))`, so the same key gives the same episodes, and a longer
-  evaluation extends a shorter one. Episodes run `batch_size` at a time through one compiled `vmap`.
+  evaluation extends a shorter one. Each compiled call scores `batch_size` episodes, `vmap_size` at a time under
+  `vmap` (a `lax.map` over chunks), so memory is bounded by `vmap_size` episodes whatever `batch_size` is.
 
   Args:
     learner, sample, score: what to evaluate, on which tasks, and how to score a query set.
@@ -47,6 +48,7 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
     adapt_kwargs: other keyword arguments of `learner.adapt`.
   """
   check_positive_int(batch_size, 'batch_size')
+  vmap_size = min(check_positive_int(vmap_size, 'vmap_size'), batch_size)
   single = steps is None or isinstance(steps, int)
   counts = (steps,) if single else tuple(steps)
   if not counts:
@@ -61,7 +63,7 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
       task = sample(jax.random.fold_in(key, index))
       return jnp.stack([score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y)
                         for c in counts])
-    return jax.vmap(one)(start + jnp.arange(batch_size))
+    return jax.lax.map(one, start + jnp.arange(batch_size), batch_size=vmap_size)
 
   tasks = as_pytree(sample)
 

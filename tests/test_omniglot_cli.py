@@ -42,3 +42,23 @@ def test_official_runs_score_a_hand_checkable_learner(omniglot_dir):
 def test_gradient_based_learners_need_matching_train_ways(omniglot_dir, tmp_path):
   with pytest.raises(ValueError, match='--train-ways 10 must equal --ways 5'):
     cli.main(['train', '--algo', 'maml', '--dataset', 'omniglot', '--train-ways', '10', '--out', str(tmp_path)])
+
+
+# Short runs (filters 16, a few dozen meta-steps) that must beat chance (0.2, 5-way 1-shot) by a wide margin.
+SHORT_RUNS = {
+    'maml': ['--meta-batch', '4', '--queries', '5', '--steps', '60'],
+    'fomaml': ['--meta-batch', '4', '--queries', '5', '--steps', '60'],
+    'metasgd': ['--meta-batch', '4', '--queries', '5', '--steps', '60'],
+    'anil': ['--meta-batch', '4', '--queries', '5', '--steps', '60'],
+    'reptile': ['--meta-batch', '4', '--steps', '60', '--eval-inner-steps', '10'],
+    'matching': ['--queries', '5', '--steps', '60'],
+    'relation': ['--queries', '5', '--steps', '60'],
+    'siamese': ['--queries', '5', '--steps', '60'],
+}
+
+
+@pytest.mark.parametrize('algo', sorted(SHORT_RUNS))
+def test_every_algorithm_learns_omniglot_well_above_chance(algo, omniglot_dir, tmp_path):
+  record = cli.main(['train', '--algo', algo, '--dataset', 'omniglot', '--filters', '16', '--log-every', '30',
+                     '--eval-episodes', '100', '--no-progress', '--out', str(tmp_path / algo)] + SHORT_RUNS[algo])
+  assert record['accuracy'] > 0.5, record
