@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jmeta import losses
+from jmeta import nn as jnn
 from jmeta.algorithms.protonet import (EmbedFn, check_classification_task, check_support, check_ways, embed)
 from jmeta.base import MetaLearner, Params
 from jmeta.models.conv4 import ConvBlock, functional
@@ -25,7 +26,7 @@ class RelationModule(nn.Module):
   filters: int = 64
   hidden: int = 8
   padding: str | Sequence[str] = 'SAME'
-  conv: type = nn.Conv
+  conv: type = jnn.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
