@@ -93,8 +93,9 @@ def table(report: dict) -> str:
     minutes = f"{r['train_seconds'] / 60:.0f}" if 'train_seconds' in r else '-'
     if r.get('cores') == 1:
       minutes += ' (1 core)'
+    command = r['command'].split(' --out ')[0] + ' --out DIR'
     lines.append(f"| {r['algo']} | {r['ways']} | {r['shots']} | {r['published'] or '-'} | {ours} | "
-                 f"{r.get('meta_steps', '-')} | {minutes} | `{r['command']}` |")
+                 f"{r.get('meta_steps', '-')} | {minutes} | `{command}` |")
   return '\n'.join(lines)
 
 
