@@ -36,3 +36,16 @@ def regression_task(key, shots=5, queries=7, dtype=jnp.float32):
 
 def meta_batch(key, tasks=4, **kwargs):
   return jax.vmap(lambda k: regression_task(k, **kwargs))(jax.random.split(key, tasks))
+
+
+def kill_after_checkpoint(argv, run_dir, step, timeout=300):
+  """Starts `argv` (a `jmeta train ... --out run_dir` command), SIGKILLs it as soon as checkpoint `step` exists."""
+  import signal
+  import subprocess
+  import time
+  proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  deadline = time.time() + timeout
+  while not (run_dir / 'checkpoints' / str(step)).is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import chex
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 
 from jmeta import cli
 from jmeta.training import read_metrics
+from helpers import kill_after_checkpoint
 
 JMETA = [sys.executable, '-m', 'jmeta.cli']
 SMALL = ['--dataset', 'sinusoid', '--meta-batch', '4', '--no-progress']
@@ -80,12 +79,7 @@ def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   subprocess.run(JMETA + args + ['--out', str(whole)], check=True, capture_output=True)
 
-  proc = subprocess.Popen(JMETA + args + ['--out', str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  deadline = time.time() + 120
-  while not (killed / 'checkpoints' / '500').is_dir() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  kill_after_checkpoint(JMETA + args + ['--out', str(killed)], killed, 500)
   steps = [m['step'] for m in read_metrics(killed)]
   assert steps and steps[-1] < 6000, 'the run finished before it could be killed'
 

@@ -68,24 +68,18 @@ def test_every_algorithm_learns_omniglot_well_above_chance(algo, omniglot_dir, t
 
 
 def test_omniglot_run_killed_and_resumed_ends_with_the_same_parameters(omniglot_dir, tmp_path):
-  import signal
   import subprocess
   import sys
-  import time
 
   import chex
+  from helpers import kill_after_checkpoint
   jmeta = [sys.executable, '-m', 'jmeta.cli']
   args = ['train', '--algo', 'maml', '--dataset', 'omniglot', '--filters', '8', '--meta-batch', '2', '--steps', '200',
           '--log-every', '10', '--checkpoint-every', '20', '--eval-every', '200', '--eval-episodes', '20',
           '--no-progress', '--seed', '5']
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   subprocess.run(jmeta + args + ['--out', str(whole)], check=True, capture_output=True)
-  proc = subprocess.Popen(jmeta + args + ['--out', str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  deadline = time.time() + 300
-  while not (killed / 'checkpoints' / '20').is_dir() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.005)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  kill_after_checkpoint(jmeta + args + ['--out', str(killed)], killed, 20)
   steps = [m['step'] for m in read_metrics(killed)]
   assert steps and steps[-1] < 200, 'the run finished before it could be killed'
   subprocess.run(jmeta + args + ['--out', str(killed), '--resume'], check=True, capture_output=True)
