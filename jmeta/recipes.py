@@ -131,7 +131,8 @@ def resolve(config: Config) -> Config:
     filled['queries'] = filled['shots']
   if config.algo == 'relation' and config.dataset == 'omniglot' and config.queries is None and filled['shots'] == 1:
     filled['queries'] = 19
-  filled['eval_inner_steps'] = filled['eval_inner_steps'] or filled['inner_steps']
+  if filled['eval_inner_steps'] is None:  # 0 (score without adapting) is a valid choice
+    filled['eval_inner_steps'] = filled['inner_steps']
   c = Config(**filled)
   steps = check_positive_int(c.steps, 'steps')
   check_positive_int(c.shots, 'shots')

@@ -10,8 +10,6 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
-
 from jmeta.bench.cases import Case
 
 
