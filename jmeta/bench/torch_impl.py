@@ -198,8 +198,8 @@ def meta_loss_and_grad(case: Case, impl: str, params: Any, data: dict[str, np.nd
     return float(total.detach()), {k: g.numpy() for k, g in zip(p, grads)}
   task_loss = _func_task_loss_fn(case, net)
   detached = {k: v.detach() for k, v in p.items()}
-  losses, grads = torch.func.vmap(torch.func.grad_and_value(task_loss), in_dims=(None, 0, 0, 0, 0))(detached, *batch)
-  return float(grads.mean()), {k: g.mean(0).numpy() for k, g in losses.items()}
+  grads, losses = torch.func.vmap(torch.func.grad_and_value(task_loss), in_dims=(None, 0, 0, 0, 0))(detached, *batch)
+  return float(losses.mean()), {k: g.mean(0).numpy() for k, g in grads.items()}
 
 
 class Built(NamedTuple):
