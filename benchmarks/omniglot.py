@@ -55,7 +55,7 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
                         capture_output=True, text=True)
   seconds = time.perf_counter() - t0
   row = {'row': name, 'algo': algo, 'ways': ways, 'shots': shots, 'command': ' '.join(cmd),
-         'published': PUBLISHED.get((algo, shots)), 'wall_seconds': round(seconds, 1)}
+         'published': PUBLISHED.get((algo, shots)), 'budget_minutes': args.minutes, 'wall_seconds': round(seconds, 1)}
   if done.returncode != 0:
     return {**row, 'error': done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}
   result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -116,7 +116,7 @@ def main() -> None:
     return
   os.makedirs(args.out, exist_ok=True)
   import jax
-  header = {'benchmark': 'omniglot', 'quick': args.quick, 'minutes_per_row': args.minutes,
+  header = {'benchmark': 'omniglot', 'quick': args.quick,
             'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'backend': jax.default_backend(),
                         'jax': jax.__version__}}
   for name in args.rows:

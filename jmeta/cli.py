@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument('--outer-lr', type=float, help='outer step size (default: published)')
   train.add_argument('--outer-halve-every', type=int, help='halve the outer step size every this many meta-steps '
                      '(default: published)')
+  train.add_argument('--attention-scale', type=float, help='matching: factor of the cosine similarities in the '
+                     'attention softmax (default: published; 1 is the paper\'s)')
+  scale = train.add_mutually_exclusive_group()
+  scale.add_argument('--learn-attention-scale', dest='learn_attention_scale', action='store_true', default=None,
+                     help='matching: learn the scale, from --attention-scale (the omniglot default)')
+  scale.add_argument('--fixed-attention-scale', dest='learn_attention_scale', action='store_false',
+                     default=None, help='matching: keep --attention-scale fixed')
   train.add_argument('--seed', type=int)
   train.add_argument('--log-every', type=int, help='meta-steps per logged record (default 100)')
   train.add_argument('--eval-every', type=int, help='meta-steps between validations (default: a tenth of the run)')
@@ -74,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
 _CONFIG_FIELDS = ('algo', 'dataset', 'ways', 'train_ways', 'shots', 'queries', 'split', 'filters', 'meta_batch',
                   'steps', 'inner_steps', 'eval_inner_steps', 'inner_lr', 'inner_opt', 'outer_lr',
-                  'outer_halve_every', 'seed', 'log_every', 'eval_every',
+                  'outer_halve_every', 'attention_scale', 'learn_attention_scale', 'seed', 'log_every', 'eval_every',
                   'checkpoint_every', 'eval_episodes', 'remat')
 
 

@@ -84,6 +84,7 @@ def make(name, embed=linear, transductive=True):
       'protonet': lambda: protonet(embed, 3, transductive=transductive),
       'matching': lambda: matching_net(embed, 3, transductive=transductive),
       'matching_fce': lambda: matching_net(embed, 3, fce=True, embed_dim=DIM, fce_steps=3, transductive=transductive),
+      'matching_scaled': lambda: matching_net(embed, 3, scale=4.0, learn_scale=True, transductive=transductive),
       'siamese': lambda: siamese_net(embed, 3, DIM, transductive=transductive),
   }[name]()
 
@@ -124,6 +125,22 @@ def test_matching_by_hand():
   loss, metrics = learner.loss({'embed': None}, task)
   np.testing.assert_allclose(loss, -math.log(1 - p0), rtol=1e-6)
   assert float(metrics['accuracy']) == 0.0
+
+
+def test_matching_scale_by_hand():
+  # Cosines 1 and 0 scaled by 3: attention e^3 / (e^3 + 1) on class 0; d loss / d log_scale = 3 * p0 (1 - 0).
+  task = Task(Split(jnp.array([[2., 0.], [0., 3.]]), jnp.array([0, 1])), Split(jnp.array([[1., 0.]]), jnp.array([1])))
+  p0 = math.exp(3) / (math.exp(3) + 1)
+  fixed = matching_net(identity, 2, scale=3.0)
+  np.testing.assert_allclose(fixed.loss({'embed': None}, task)[0], -math.log(1 - p0), rtol=1e-6)
+  learned = matching_net(identity, 2, scale=3.0, learn_scale=True)
+  params = learned.init(KEY, None)
+  np.testing.assert_allclose(params['log_scale'], math.log(3.0), rtol=1e-6)
+  np.testing.assert_allclose(learned.loss(params, task)[0], -math.log(1 - p0), rtol=1e-6)
+  # loss = -log(1 - p0) with p0 = sigmoid(s), s = exp(log_scale): d/d log_scale = p0 * s.
+  np.testing.assert_allclose(learned.meta_grad(params, task)[0]['log_scale'], p0 * 3.0, rtol=1e-5)
+  with pytest.raises(ValueError, match='scale must be positive'):
+    matching_net(identity, 2, scale=0.0)
 
 
 def test_relation_by_hand():
@@ -183,6 +200,7 @@ def np_lstm(p, c, h, x):
 
 
 def np_matching(params, task, ways, fce_steps=None):
+  scale = math.exp(float(params['log_scale'])) if 'log_scale' in params else 1.0
   w = np.asarray(params['embed']['w'], np.float64)
   g, f = np.asarray(task.support.x, np.float64) @ w, np.asarray(task.query.x, np.float64) @ w
   n, d = g.shape
@@ -209,7 +227,7 @@ def np_matching(params, task, ways, fce_steps=None):
     f = np.stack(queries)
   total = 0.0
   for q in range(len(f)):
-    e = [math.exp(np_cos(f[q], g[i])) for i in range(n)]
+    e = [math.exp(scale * np_cos(f[q], g[i])) for i in range(n)]
     p = sum(e[i] for i in range(n) if task.support.y[i] == task.query.y[q]) / sum(e)
     total -= math.log(p)
   return total / len(f)
@@ -255,6 +273,7 @@ def test_against_numpy(seed):
   np.testing.assert_allclose(loss('matching'), np_matching(params['matching'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('matching_fce'), np_matching(params['matching_fce'], task, 3, fce_steps=3),
                              rtol=1e-4)
+  np.testing.assert_allclose(loss('matching_scaled'), np_matching(params['matching_scaled'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('relation'), np_relation(params['relation'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('siamese'), np_siamese(params['siamese'], task, balanced=True), rtol=1e-4)
   unbalanced = jax.jit(siamese_net(linear, 3, DIM, balanced=False).loss)(params['siamese'], task)[0]
@@ -274,7 +293,7 @@ def test_unequal_shots_and_unsorted_support():
 
 # Transformations.
 
-NAMES = ['protonet', 'matching', 'matching_fce', 'siamese', 'relation']
+NAMES = ['protonet', 'matching', 'matching_fce', 'matching_scaled', 'siamese', 'relation']
 
 
 @pytest.mark.parametrize('name', NAMES)

@@ -107,30 +107,34 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_quick: bool = False,
         steps: int | None = None, malloc: str = 'tuned', flops: bool = True, log=print) -> list[dict[str, Any]]:
-  """Measures every (case, implementation) pair; returns the records, each with the machine's description."""
+  """Measures every (case, implementation) pair; returns the records, each with the machine's description.
+
+  Pairs run one at a time, each in its own process; with `is_quick` (a check of the harness, not a measurement)
+  two run at once, so the timings of a quick run share the machine and say nothing about speed."""
+  import concurrent.futures
   has_torch = torch_available()
   steps = steps or (5 if is_quick else 20)
   info = machine()
   matmul = matmul_gflops()
   log(f"matmul through XLA: {matmul.get('best', float('nan')):.0f} GFLOP/s (float32, best of 1024 and 2048)")
-  records = []
+  jobs = []
   for name in case_names:
     case = quick(CASES[name]) if is_quick else CASES[name]
-    available = impls_of(case, has_torch)
-    chosen = [i for i in available if impls is None or i in impls]
-    case_flops = None
-    for i, impl in enumerate(chosen):
-      r = measure(case, impl, steps, malloc, flops=flops and i == 0)
-      case_flops = r.get('model_flops', case_flops)
+    chosen = [i for i in impls_of(case, has_torch) if impls is None or i in impls]
+    jobs += [(case, impl, flops and i == 0) for i, impl in enumerate(chosen)]
+  records, case_flops = [], {}
+  with concurrent.futures.ThreadPoolExecutor(2 if is_quick else 1) as pool:
+    for (case, impl, _), r in zip(jobs, pool.map(lambda job: measure(job[0], job[1], steps, malloc, job[2]), jobs)):
+      case_flops[case.name] = r.get('model_flops', case_flops.get(case.name))
       if 'median_ms' in r:
-        r['model_flops'] = case_flops
-        if case_flops:
-          r['gflops_per_s'] = case_flops / (r['median_ms'] / 1e3) / 1e9
+        r['model_flops'] = case_flops[case.name]
+        if r['model_flops']:
+          r['gflops_per_s'] = r['model_flops'] / (r['median_ms'] / 1e3) / 1e9
           r['matmul_fraction'] = r['gflops_per_s'] / matmul['best'] if matmul.get('best') else None
       r.update(quick=is_quick, machine=info, matmul_gflops=matmul)
       records.append(r)
-      log(r.get('error') and f"{name} {impl}: error: {r['error']}" or
-          f"{name} {impl}: {r['median_ms']:.1f} ms per meta-step")
+      log(r.get('error') and f"{case.name} {impl}: error: {r['error']}" or
+          f"{case.name} {impl}: {r['median_ms']:.1f} ms per meta-step")
   if not has_torch:
     log("PyTorch is not installed: only jmeta's implementations ran (pip install 'jmeta[bench]' adds them)")
   return records
@@ -147,7 +151,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f'cases to run (default: all): {", ".join(CASES)}')
   parser.add_argument('--impl', nargs='+', metavar='IMPL', help='implementations to run (default: all available): '
                       'jmeta, jmeta_loop, torch_loop, torch_func')
-  parser.add_argument('--quick', action='store_true', help='small shapes and 5 steps: checks the harness quickly')
+  parser.add_argument('--quick', action='store_true', help='small shapes, 5 steps, two pairs at once: checks the '
+                      'harness (its times are not measurements)')
   parser.add_argument('--steps', type=int, help='timed meta-steps after warm-up (default 20; 5 with --quick)')
   parser.add_argument('--malloc', choices=MALLOC, default='tuned', help="glibc malloc: 'tuned' (jmeta's default, "
                       "see jmeta.runtime) or 'default'; applies to every implementation alike")
