@@ -48,7 +48,7 @@ def test_torch_encoders_pad_as_flax_same(size, stride):
 def test_bench_command_writes_records_and_prints_the_table_last(tmp_path):
   out = tmp_path / 'bench.json'
   done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--quick', '--case', 'maml2_sinusoid',
-                         '--steps', '2', '--json', str(out)],
+                         '--steps', '2', '--vmap-size', '3', '--json', str(out)],
                         check=True, capture_output=True, text=True)
   records = json.loads(out.read_text())
   pairs = {(r['case'], r['impl']) for r in records}
@@ -59,6 +59,7 @@ def test_bench_command_writes_records_and_prints_the_table_last(tmp_path):
     assert (r['compile_s'] is None) == r['impl'].startswith('torch')
     assert r['model_flops'] > 0 and 0 < r['matmul_fraction'] and r['matmul_gflops']['best'] > 0
     assert r['malloc'] == 'tuned' and r['quick'] is True
+    assert r['config']['meta_batch'] == 4 and r['config']['vmap_size'] == 3  # a chunk of 3 and one of 1
   jmeta = next(r for r in records if r['impl'] == 'jmeta' and r['case'] == 'maml2_sinusoid')
   assert jmeta['compile_s'] > 0 and jmeta['xla_flops'] > 0 and jmeta['xla_memory_mb'] > 0
   lines = done.stdout.strip().splitlines()
@@ -69,3 +70,6 @@ def test_bench_rejects_an_unknown_case():
   done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--case', 'nope'], capture_output=True,
                         text=True)
   assert done.returncode == 2 and 'invalid choice' in done.stderr
+  done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--vmap-size', '0'], capture_output=True,
+                        text=True)
+  assert done.returncode != 0 and '--vmap-size must be an integer >= 1; got 0' in done.stderr

@@ -84,19 +84,25 @@ def test_vmap_over_tasks_equals_python_loop_and_jit_equals_eager(make):
   chex.assert_trees_all_close(jitted, (grads, metrics), rtol=1e-5, atol=1e-6)
 
 
-def test_meta_step_on_a_batch_equals_mean_of_per_task_gradients():
+@pytest.mark.parametrize('vmap_size', [None, 1, 2, 5])  # 2: chunks of 2 and a remainder of 1
+def test_meta_step_on_a_batch_equals_mean_of_per_task_gradients(vmap_size):
   learner = jmeta.maml(mlp_apply, 0.1, 1)
   params = mlp_params(jax.random.PRNGKey(0))
   batch = meta_batch(jax.random.PRNGKey(1), tasks=3)
   opt = optax.sgd(0.5)
   state = jmeta.init_state(learner, opt, jax.random.PRNGKey(2), params)
-  new_state, metrics = jax.jit(jmeta.meta_step(learner, opt))(state, batch)
+  new_state, metrics = jax.jit(jmeta.meta_step(learner, opt, vmap_size=vmap_size))(state, batch)
   meta_grad = jax.jit(learner.meta_grad)
   per_task = [meta_grad(params, jax.tree.map(lambda a: a[i], batch))[0] for i in range(3)]
   mean = jax.tree.map(lambda *g: sum(g) / 3, *per_task)
   chex.assert_trees_all_close(new_state.params, jax.tree.map(lambda p, g: p - 0.5 * g, params, mean),
                               rtol=1e-5, atol=1e-6)
   assert int(new_state.step) == 1 and set(metrics) >= {'loss', 'grad_norm'}
+
+
+def test_meta_step_vmap_size_must_be_a_positive_integer():
+  with pytest.raises(ValueError, match='vmap_size must be an integer >= 1; got 0'):
+    jmeta.meta_step(jmeta.maml(mlp_apply, 0.1, 1), optax.sgd(0.1), vmap_size=0)
 
 
 def test_reptile_update_matches_formula_on_hand_computed_case():

@@ -24,6 +24,7 @@ class Case:
     filters: conv4's filters.
     outer_lr: Adam's step size for the outer update.
     remat: `jax.checkpoint` each inner step.
+    vmap_size: tasks vmapped at once by the 'jmeta' step (`jmeta.meta_step`'s `vmap_size`); None: all of them.
   """
   name: str
   kind: str
@@ -37,6 +38,7 @@ class Case:
   filters: int = 64
   outer_lr: float = 1e-3
   remat: bool = False
+  vmap_size: int | None = None
 
 
 CASES: dict[str, Case] = {c.name: c for c in (

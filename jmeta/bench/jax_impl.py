@@ -114,7 +114,7 @@ def build(case: Case, impl: str, params: Any, data: dict[str, np.ndarray]) -> Bu
   task = jax.device_put(as_task(data))
   if impl == 'jmeta':
     state = TrainState(meta_params, outer.init(meta_params), jnp.zeros((), jnp.int32), jax.random.PRNGKey(0))
-    step = jax.jit(meta_step(lrn, outer), donate_argnums=0)
+    step = jax.jit(meta_step(lrn, outer, vmap_size=case.vmap_size), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, task).compile()
     compile_s = time.perf_counter() - t0

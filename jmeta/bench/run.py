@@ -106,11 +106,13 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_quick: bool = False,
-        steps: int | None = None, malloc: str = 'tuned', flops: bool = True, log=print) -> list[dict[str, Any]]:
+        steps: int | None = None, malloc: str = 'tuned', flops: bool = True, vmap_size: int | None = None,
+        log=print) -> list[dict[str, Any]]:
   """Measures every (case, implementation) pair; returns the records, each with the machine's description.
 
   Pairs run one at a time, each in its own process; with `is_quick` (a check of the harness, not a measurement)
-  two run at once, so the timings of a quick run share the machine and say nothing about speed."""
+  two run at once, so the timings of a quick run share the machine and say nothing about speed. `vmap_size`
+  sets every case's `Case.vmap_size`."""
   import concurrent.futures
   has_torch = torch_available()
   steps = steps or (5 if is_quick else 20)
@@ -120,6 +122,8 @@ def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_qui
   jobs = []
   for name in case_names:
     case = quick(CASES[name]) if is_quick else CASES[name]
+    if vmap_size is not None:
+      case = dataclasses.replace(case, vmap_size=vmap_size)
     chosen = [i for i in impls_of(case, has_torch) if impls is None or i in impls]
     jobs += [(case, impl, flops and i == 0) for i, impl in enumerate(chosen)]
   records, case_flops = [], {}
@@ -156,15 +160,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--steps', type=int, help='timed meta-steps after warm-up (default 20; 5 with --quick)')
   parser.add_argument('--malloc', choices=MALLOC, default='tuned', help="glibc malloc: 'tuned' (jmeta's default, "
                       "see jmeta.runtime) or 'default'; applies to every implementation alike")
+  parser.add_argument('--vmap-size', type=int, help="tasks the 'jmeta' step vmaps at once (default: the whole "
+                      'meta-batch); the rest are mapped over in chunks of this size')
   parser.add_argument('--json', help='write the records to this file (a JSON list)')
 
 
 def bench(args: argparse.Namespace, log=print) -> list[dict[str, Any]]:
   """Runs `jmeta bench` from parsed arguments; writes `--json`, prints the table last."""
   from jmeta.checks import check_positive_int
-  if args.steps is not None:
-    check_positive_int(args.steps, '--steps')
-  records = run(args.case, args.impl, is_quick=args.quick, steps=args.steps, malloc=args.malloc, log=log)
+  for name in ('steps', 'vmap_size'):
+    if getattr(args, name) is not None:
+      check_positive_int(getattr(args, name), f"--{name.replace('_', '-')}")
+  records = run(args.case, args.impl, is_quick=args.quick, steps=args.steps, malloc=args.malloc,
+                vmap_size=args.vmap_size, log=log)
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w') as f:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jmeta.base import MetaLearner, Metrics, Params
+from jmeta.checks import check_positive_int
 from jmeta.tasks import Task, check_meta_batch
 
 
@@ -38,17 +39,27 @@ def init_state(learner: MetaLearner, outer_opt: optax.GradientTransformation, ke
 MetaStep = Callable[[TrainState, Task], tuple[TrainState, Metrics]]
 
 
-def meta_step(learner: MetaLearner, outer_opt: optax.GradientTransformation, task_spec: Task | None = None
-              ) -> MetaStep:
+def meta_step(learner: MetaLearner, outer_opt: optax.GradientTransformation, task_spec: Task | None = None, *,
+              vmap_size: int | None = None) -> MetaStep:
   """`step(state, meta_batch) -> (state, metrics)`, jittable, for a meta-batch `[tasks, ...]`.
 
   Metrics are the learner's, averaged over tasks, plus `grad_norm` of the averaged meta-gradient. Give
   `task_spec` (one task, or `jmeta.task_spec(task)`) to have a single task passed by mistake rejected.
+  `vmap_size` bounds how many tasks are vmapped at once: the meta-batch is then mapped (`lax.map`) over chunks
+  of that many tasks, so a large meta-batch holds only one chunk's intermediates; the result is the same. Leave
+  it unset when the meta-batch is sharded over devices, where each device's share is already a chunk.
   """
+  if vmap_size is not None:
+    vmap_size = check_positive_int(vmap_size, 'vmap_size')
 
   def step(state: TrainState, batch: Task) -> tuple[TrainState, Metrics]:
     check_meta_batch(batch, task_spec)
-    grads, metrics = jax.vmap(learner.meta_grad, in_axes=(None, 0))(state.params, batch)
+    per_task = lambda task: learner.meta_grad(state.params, task)
+    tasks = jax.tree.leaves(batch)[0].shape[0]
+    if vmap_size is None or vmap_size >= tasks:
+      grads, metrics = jax.vmap(per_task)(batch)
+    else:
+      grads, metrics = jax.lax.map(per_task, batch, batch_size=vmap_size)
     grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     metrics = {k: jnp.mean(v) for k, v in metrics.items()}
     metrics['grad_norm'] = optax.tree.norm(grads)
