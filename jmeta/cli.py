@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument('--eval-inner-steps', type=int, help='inner steps per task at validation and test time '
                      '(default: published, else as --inner-steps)')
   train.add_argument('--inner-lr', type=float, help='inner step size (default: published)')
-  train.add_argument('--inner-opt', help='inner optimizer: sgd or adam (default: sgd)')
+  train.add_argument('--inner-opt', help='inner optimizer: sgd, adam, or adam0 (Adam with beta1 = 0) (default: '
+                     'published, else sgd)')
+  train.add_argument('--inner-batch', type=int, help='reptile: examples per inner step while meta-training (default: '
+                     'one pass over the task on omniglot, else the whole task)')
   train.add_argument('--outer-lr', type=float, help='outer step size (default: published)')
   train.add_argument('--outer-halve-every', type=int, help='halve the outer step size every this many meta-steps '
                      '(default: published)')
@@ -80,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _CONFIG_FIELDS = ('algo', 'dataset', 'ways', 'train_ways', 'shots', 'queries', 'split', 'filters', 'meta_batch',
-                  'steps', 'inner_steps', 'eval_inner_steps', 'inner_lr', 'inner_opt', 'outer_lr',
+                  'steps', 'inner_steps', 'eval_inner_steps', 'inner_lr', 'inner_opt', 'inner_batch', 'outer_lr',
                   'outer_halve_every', 'attention_scale', 'learn_attention_scale', 'seed', 'log_every', 'eval_every',
                   'checkpoint_every', 'eval_episodes', 'remat')
 

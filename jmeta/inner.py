@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jmeta.base import Params, PyTree
@@ -50,7 +51,7 @@ def combine(adapted: Params, frozen: Params) -> Params:
 
 
 def inner_loop(
-    loss_fn: Callable[[Params], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params: Params,
     opt: optax.GradientTransformation,
     steps: int,
@@ -58,11 +59,12 @@ def inner_loop(
     mask: PyTree | None = None,
     first_order: bool = False,
     remat: bool = False,
+    batches: PyTree | None = None,
 ) -> tuple[Params, jax.Array]:
   """Takes `steps` steps of `opt` on `loss_fn` from `params`, differentiably.
 
   Args:
-    loss_fn: `params -> scalar`, the loss on the support set.
+    loss_fn: `params -> scalar`, the loss on the support set; with `batches`, `(params, batch) -> scalar`.
     params: where the loop starts; gradients flow back to it through every step.
     opt: the inner optimizer (its state starts fresh for each task).
     steps: number of steps, a Python int >= 0; the scan compiles once whatever its value.
@@ -70,17 +72,27 @@ def inner_loop(
     first_order: stop gradients through the inner gradients (first-order MAML).
     remat: recompute each step in the backward pass (`jax.checkpoint`), so that memory does not grow with
       `steps`.
+    batches: one minibatch per step, stacked on a leading axis of size `steps`; step i passes slice i to
+      `loss_fn`. None: every step sees the same data through `loss_fn` alone.
 
   Returns:
-    The adapted params and the support loss before each step, `[steps]`.
+    The adapted params and the loss before each step, `[steps]`.
   """
   check_positive_int(steps, 'inner steps', minimum=0)
+  if batches is not None:
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(batches)}
+    if sizes != {steps}:
+      raise ValueError(f'inner_loop: batches need a leading axis of {steps} (one minibatch per step); got '
+                       f'leading sizes {sorted(sizes, key=str)}')
   adapted, frozen = partition(params, mask)
-  value_and_grad = jax.value_and_grad(lambda a: loss_fn(combine(a, frozen)))
+  if batches is None:
+    value_and_grad = jax.value_and_grad(lambda a, _: loss_fn(combine(a, frozen)))
+  else:
+    value_and_grad = jax.value_and_grad(lambda a, batch: loss_fn(combine(a, frozen), batch))
 
-  def step(carry, _):
+  def step(carry, batch):
     fast, opt_state = carry
-    loss, grads = value_and_grad(fast)
+    loss, grads = value_and_grad(fast, batch)
     if first_order:
       grads = jax.lax.stop_gradient(grads)
     updates, opt_state = opt.update(grads, opt_state, fast)
@@ -88,7 +100,7 @@ def inner_loop(
 
   if remat:
     step = jax.checkpoint(step)
-  (adapted, _), losses = jax.lax.scan(step, (adapted, opt.init(adapted)), length=steps)
+  (adapted, _), losses = jax.lax.scan(step, (adapted, opt.init(adapted)), batches, length=steps)
   return combine(adapted, frozen), losses
 
 

@@ -17,7 +17,7 @@ GRADIENT_BASED = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'pretrained')
 METRIC_BASED = ('protonet', 'matching', 'relation', 'siamese')
 ALGORITHMS = GRADIENT_BASED + METRIC_BASED
 DATASETS = ('sinusoid', 'omniglot')
-OPTIMIZERS = ('sgd', 'adam')
+OPTIMIZERS = ('sgd', 'adam', 'adam0')
 SPLITS = ('vinyals', 'lake')
 
 
@@ -28,7 +28,8 @@ class Config:
   `inner_steps` adapt each task while meta-training, `eval_inner_steps` at validation and test time.
   `outer_decay` anneals the outer step size linearly to 0 over `steps`; `outer_halve_every` halves it every that
   many meta-steps instead. `attention_scale` multiplies Matching Networks' cosine similarities (learned from that
-  value with `learn_attention_scale`).
+  value with `learn_attention_scale`). `inner_batch` gives Reptile's inner steps minibatches while meta-training
+  (see `jmeta.reptile`). Optimizers: 'sgd', 'adam', and 'adam0', Adam with beta1 = 0 (no momentum).
   """
   algo: str
   dataset: str = 'sinusoid'
@@ -44,6 +45,7 @@ class Config:
   eval_inner_steps: int | None = None
   inner_lr: float | None = None
   inner_opt: str | None = None
+  inner_batch: int | None = None
   outer_lr: float | None = None
   outer_opt: str | None = None
   outer_decay: bool | None = None
@@ -107,10 +109,12 @@ _PUBLISHED.update({
     ('fomaml', 'omniglot'): _MAML_OMNIGLOT,
     ('anil', 'omniglot'): _MAML_OMNIGLOT,
     ('metasgd', 'omniglot'): {**_MAML_OMNIGLOT, 'inner_lr': None, 'eval_inner_steps': 1},
-    # Nichol et al. (2018), Omniglot: inner Adam 1e-3 (5 steps while training, 50 at test time), outer SGD 1.0
-    # annealed to 0, 5 tasks a meta-batch, 100,000 meta-steps.
+    # Nichol et al. (2018) and their code (run_omniglot.py, --train-shots 10 --inner-batch 10): training tasks
+    # of 10 examples per class (the queries default to 10 - shots, see `resolve`), 5 inner steps of Adam 1e-3
+    # with beta1 = 0 on minibatches that take one pass over them (10 examples at 5-way), 50 full-support steps
+    # at test time; outer SGD 1.0 annealed to 0, 5 tasks a meta-batch, 100,000 meta-steps.
     ('reptile', 'omniglot'): dict(meta_batch=5, steps=100_000, inner_steps=5, eval_inner_steps=50, inner_lr=1e-3,
-                                  inner_opt='adam', outer_lr=1.0, outer_opt='sgd', outer_decay=True),
+                                  inner_opt='adam0', outer_lr=1.0, outer_opt='sgd', outer_decay=True),
     ('pretrained', 'omniglot'): _MAML_OMNIGLOT,
     # Snell et al. (2017): 60-way episodes with 5 queries per class for training; Adam 1e-3 halved every 2,000
     # episodes.
@@ -135,7 +139,7 @@ def resolve(config: Config) -> Config:
   published = {**_DATASET_DEFAULTS[config.dataset], **_PUBLISHED[config.algo, config.dataset]}
   filled = {k: (published.get(k) if v is None else v) for k, v in dataclasses.asdict(config).items()}
   if config.dataset == 'omniglot' and config.algo in GRADIENT_BASED and config.queries is None:
-    filled['queries'] = filled['shots']
+    filled['queries'] = max(10 - filled['shots'], 1) if config.algo == 'reptile' else filled['shots']
   if config.algo == 'relation' and config.dataset == 'omniglot' and config.queries is None and filled['shots'] == 1:
     filled['queries'] = 19
   if filled['eval_inner_steps'] is None:  # 0 (score without adapting) is a valid choice
@@ -163,6 +167,13 @@ def resolve(config: Config) -> Config:
     check_positive_int(c.outer_halve_every, 'outer_halve_every')
     if c.outer_decay:
       raise ValueError('outer_decay (linear annealing) and outer_halve_every are two schedules; choose one')
+  if c.algo == 'reptile' and c.dataset == 'omniglot' and c.inner_batch is None:
+    per_task = c.train_ways * (c.shots + c.queries)
+    c = dataclasses.replace(c, inner_batch=-(-per_task // c.inner_steps))
+  if c.inner_batch is not None:
+    if c.algo != 'reptile':
+      raise ValueError(f'inner_batch applies to reptile, not {c.algo}')
+    check_positive_int(c.inner_batch, 'inner_batch')
   if c.algo != 'matching' and (c.attention_scale is not None or c.learn_attention_scale is not None):
     raise ValueError(f'attention_scale and learn_attention_scale apply to matching networks, not {c.algo}')
   if c.algo == 'matching':
@@ -206,7 +217,9 @@ class Experiment(NamedTuple):
 
 def _optimizer(name: str, lr: float | optax.Schedule) -> optax.GradientTransformation:
   # eps_root > 0 keeps Adam's second-order gradient finite where an inner gradient is exactly zero.
-  return optax.sgd(lr) if name == 'sgd' else optax.adam(lr, eps_root=1e-8)
+  if name == 'sgd':
+    return optax.sgd(lr)
+  return optax.adam(lr, b1=0.0 if name == 'adam0' else 0.9, eps_root=1e-8)
 
 
 def _accuracy(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
@@ -223,7 +236,7 @@ def _gradient_based(c: Config, apply_fn: ApplyFn, loss_fn, metrics_fn) -> MetaLe
   if c.algo == 'metasgd':
     return algorithms.metasgd(apply_fn, c.inner_steps, remat=c.remat, **common)
   if c.algo == 'reptile':
-    return algorithms.reptile(apply_fn, inner_opt, c.inner_steps, **common)
+    return algorithms.reptile(apply_fn, inner_opt, c.inner_steps, inner_batch=c.inner_batch, **common)
   return algorithms.pretrained(apply_fn, inner_opt, c.inner_steps, **common)
 
 

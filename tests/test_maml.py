@@ -119,6 +119,32 @@ def test_reptile_update_matches_formula_on_hand_computed_case():
   np.testing.assert_allclose(state.params['w'], 0.0 - 0.5 * (-1.0 + 0.2) / 2, rtol=1e-6)
 
 
+def test_inner_loop_takes_one_minibatch_per_step_by_hand():
+  # SGD 0.25 on (p - b)^2 over b = 1, 2, 3 from p = 0: p = 0.5, 1.25, 2.125; losses 1, 2.25, 3.0625.
+  loss = lambda p, b: (p - b) ** 2
+  adapted, losses = jmeta.inner.inner_loop(loss, jnp.zeros(()), optax.sgd(0.25), 3, batches=jnp.array([1., 2., 3.]))
+  np.testing.assert_allclose(adapted, 2.125)
+  np.testing.assert_allclose(losses, [1.0, 2.25, 3.0625])
+  with pytest.raises(ValueError, match='leading axis of 4'):
+    jmeta.inner.inner_loop(loss, jnp.zeros(()), optax.sgd(0.25), 4, batches=jnp.array([1., 2., 3.]))
+
+
+def test_reptile_inner_minibatches_equal_a_python_loop_over_strided_minibatches():
+  task = regression_task(jax.random.PRNGKey(1), shots=5, queries=7)  # 12 examples, support first
+  params = mlp_params(jax.random.PRNGKey(0))
+  steps, size, lr = 3, 5, 0.1
+  grads, _ = jax.jit(jmeta.reptile(mlp_apply, lr, steps, inner_batch=size).meta_grad)(params, task)
+  x, y = (jnp.concatenate([a, b]) for a, b in ((task.support.x, task.query.x), (task.support.y, task.query.y)))
+  fast = params
+  for i in range(steps):
+    rows = np.array([(i + steps * j) % 12 for j in range(size)])  # step 0: 0, 3, 6, 9, 0 (wraps)
+    g = jax.grad(lambda p: jnp.mean((mlp_apply(p, x[rows]) - y[rows]) ** 2))(fast)
+    fast = jax.tree.map(lambda p, d: p - lr * d, fast, g)
+  chex.assert_trees_all_close(grads, jax.tree.map(lambda p, f: p - f, params, fast), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='inner_batch must be an integer >= 1'):
+    jmeta.reptile(mlp_apply, lr, steps, inner_batch=0)
+
+
 def test_reptile_with_adam_outer_optimizer_moves_toward_adapted_weights():
   learner = jmeta.reptile(mlp_apply, 0.1, 3)
   params = mlp_params(jax.random.PRNGKey(0))

@@ -33,3 +33,15 @@ def test_runs_saved_before_the_scale_existed_resume_with_the_paper_attention():
 def test_eval_inner_steps_zero_is_kept_and_none_follows_training():
   assert resolve(Config('maml', eval_inner_steps=0)).eval_inner_steps == 0
   assert resolve(Config('maml', inner_steps=3)).eval_inner_steps == 3
+
+
+@pytest.mark.parametrize('shots, queries', [(1, 9), (5, 5)])
+def test_reptile_on_omniglot_trains_on_ten_examples_a_class_in_one_pass_of_minibatches(shots, queries):
+  c = resolve(Config('reptile', 'omniglot', shots=shots))
+  assert (c.queries, c.inner_steps, c.inner_batch, c.inner_opt) == (queries, 5, 10, 'adam0')
+  assert resolve(Config('reptile', 'omniglot', ways=20, inner_steps=10)).inner_batch == 20
+
+
+def test_inner_batch_belongs_to_reptile():
+  with pytest.raises(ValueError, match='inner_batch applies to reptile, not maml'):
+    resolve(Config('maml', 'omniglot', inner_batch=10))

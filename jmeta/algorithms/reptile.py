@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jmeta import losses
@@ -19,6 +20,7 @@ def reptile(
     steps: int = 5,
     *,
     use_query: bool = True,
+    inner_batch: int | None = None,
     loss_fn: LossFn = losses.mse,
     metrics_fn: MetricsFn | None = None,
 ) -> MetaLearner:
@@ -34,10 +36,17 @@ def reptile(
     steps: inner steps (>= 1).
     use_query: train the inner loop on support and query together (all of the task's data, as the paper does);
       False uses the support set alone.
+    inner_batch: while meta-training, step i trains on a minibatch of this many of the task's `n` examples,
+      numbers `(i + steps * j) mod n` for `j < inner_batch`: strided, so class-ordered data gives each
+      minibatch every class, and `steps * inner_batch = n` visits each example once (Nichol et al.'s Omniglot
+      setting: 5 steps of 10 over 10 examples of each of 5 classes). None: every step takes the whole task.
+      Adapting at test time (`adapt`) always takes the whole support set.
     loss_fn, metrics_fn: as in `jmeta.maml`. `loss` reports the query loss after adapting on the support set.
   """
   opt = as_optimizer(inner_opt)
   check_positive_int(steps, 'steps (inner steps during meta-training)')
+  if inner_batch is not None:
+    check_positive_int(inner_batch, 'inner_batch')
 
   def run_inner(params: Params, split: Split, num_steps: int) -> tuple[Params, jax.Array]:
     return inner_loop(lambda p: split_loss(apply_fn, loss_fn, p, split), params, opt, num_steps)
@@ -60,7 +69,14 @@ def reptile(
     data = task.support
     if use_query:
       data = all_examples(task)
-    fast, train_losses = run_inner(params, data, steps)
+    if inner_batch is None:
+      fast, train_losses = run_inner(params, data, steps)
+    else:
+      n = jax.tree.leaves(data)[0].shape[0]
+      rows = (jnp.arange(steps)[:, None] + steps * jnp.arange(inner_batch)[None, :]) % n
+      batches = jax.tree.map(lambda a: a[rows], data)
+      fast, train_losses = inner_loop(lambda p, b: split_loss(apply_fn, loss_fn, p, b), params, opt, steps,
+                                      batches=batches)
     grads = jax.tree.map(lambda p, f: p - f, params, jax.lax.stop_gradient(fast))
     return grads, {'loss': split_loss(apply_fn, loss_fn, fast, data), 'support_loss': train_losses[0]}
 
