@@ -88,7 +88,8 @@ def merge(path: str, rows: list[dict], header: dict) -> dict:
 def table(report: dict) -> str:
   lines = ['| algorithm | ways | shots | published % | ours % (95% CI) | meta-steps | training min | command |',
            '|---|---|---|---|---|---|---|---|']
-  for r in report['results']:
+  rows = sorted(report['results'], key=lambda r: (r['ways'], r['shots'], ALGOS.index(r['algo'])))
+  for r in rows:
     ours = r.get('error') or f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
     minutes = f"{r['train_seconds'] / 60:.0f}" if 'train_seconds' in r else '-'
     if r.get('cores') == 1:
