@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import queue
 import subprocess
 import sys
 from typing import Any, Sequence
@@ -36,10 +37,11 @@ def impls_of(case: Case, torch: bool) -> tuple[str, ...]:
   return ours + torch_impl.impls(case)
 
 
-def _child(job: dict[str, Any], malloc: str) -> dict[str, Any]:
+def _child(job: dict[str, Any], malloc: str, cpus: set[int] | None = None) -> dict[str, Any]:
   env = {**os.environ, 'JMETA_MALLOC': malloc}
+  pin = None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
   done = subprocess.run([sys.executable, '-m', 'jmeta.bench.run', '--child', json.dumps(job)], capture_output=True,
-                        text=True, env=env)
+                        text=True, env=env, preexec_fn=pin)
   lines = done.stdout.strip().splitlines()
   if done.returncode != 0 or not lines:
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f'exit status {done.returncode}'
@@ -47,11 +49,13 @@ def _child(job: dict[str, Any], malloc: str) -> dict[str, Any]:
   return json.loads(lines[-1])
 
 
-def measure(case: Case, impl: str, steps: int, malloc: str = 'tuned', flops: bool = False) -> dict[str, Any]:
-  """One record: `case`'s step with `impl`, timed over `steps` steps in a fresh process; with `flops`, the same
-  process then counts the step's model FLOPs (`jax_impl.model_flops`) as 'model_flops'."""
+def measure(case: Case, impl: str, steps: int, malloc: str = 'tuned', flops: bool = False,
+            cpus: set[int] | None = None) -> dict[str, Any]:
+  """One record: `case`'s step with `impl`, timed over `steps` steps in a fresh process (confined to `cpus` if
+  given); with `flops`, the same process then counts the step's model FLOPs (`jax_impl.model_flops`)."""
   job = {'what': 'step', 'case': dataclasses.asdict(case), 'impl': impl, 'steps': steps, 'flops': flops}
-  return {'case': case.name, 'impl': impl, **_child(job, malloc), 'malloc': malloc}
+  record = {'case': case.name, 'impl': impl, **_child(job, malloc, cpus), 'malloc': malloc}
+  return record if cpus is None else {**record, 'cpus': sorted(cpus)}
 
 
 def matmul_gflops() -> dict[str, float]:
@@ -111,7 +115,8 @@ def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_qui
   """Measures every (case, implementation) pair; returns the records, each with the machine's description.
 
   Pairs run one at a time, each in its own process; with `is_quick` (a check of the harness, not a measurement)
-  two run at once, so the timings of a quick run share the machine and say nothing about speed. `vmap_size`
+  two run at once, each confined to its own share of the CPUs, so a quick run's times check the harness and are
+  not the machine's measurements. `vmap_size`
   sets every case's `Case.vmap_size`."""
   import concurrent.futures
   has_torch = torch_available()
@@ -127,8 +132,20 @@ def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_qui
     chosen = [i for i in impls_of(case, has_torch) if impls is None or i in impls]
     jobs += [(case, impl, flops and i == 0) for i, impl in enumerate(chosen)]
   records, case_flops = [], {}
-  with concurrent.futures.ThreadPoolExecutor(2 if is_quick else 1) as pool:
-    for (case, impl, _), r in zip(jobs, pool.map(lambda job: measure(job[0], job[1], steps, malloc, job[2]), jobs)):
+  workers = 2 if is_quick and len(os.sched_getaffinity(0)) >= 2 else 1
+  shares = queue.Queue()
+  for i in range(workers):
+    shares.put(set(sorted(os.sched_getaffinity(0))[i::workers]) if workers > 1 else None)
+
+  def measure_job(job):
+    cpus = shares.get()
+    try:
+      return measure(job[0], job[1], steps, malloc, job[2], cpus)
+    finally:
+      shares.put(cpus)
+
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    for (case, impl, _), r in zip(jobs, pool.map(measure_job, jobs)):
       case_flops[case.name] = r.get('model_flops', case_flops.get(case.name))
       if 'median_ms' in r:
         r['model_flops'] = case_flops[case.name]
@@ -177,6 +194,9 @@ def bench(args: argparse.Namespace, log=print) -> list[dict[str, Any]]:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w') as f:
       json.dump(records, f, indent=1)
+  if args.quick:
+    log('--quick: small shapes, two processes at a time, each on its own core; these times check the harness '
+        'and are not measurements (run without --quick for those)')
   log(table(records))
   return records
 
