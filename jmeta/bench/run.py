@@ -116,8 +116,7 @@ def run(case_names: Sequence[str], impls: Sequence[str] | None = None, *, is_qui
 
   Pairs run one at a time, each in its own process; with `is_quick` (a check of the harness, not a measurement)
   two run at once, each confined to its own share of the CPUs, so a quick run's times check the harness and are
-  not the machine's measurements. `vmap_size`
-  sets every case's `Case.vmap_size`."""
+  not the machine's measurements. `vmap_size` sets every case's `Case.vmap_size`."""
   import concurrent.futures
   has_torch = torch_available()
   steps = steps or (5 if is_quick else 20)

@@ -55,10 +55,9 @@ def meta_step(learner: MetaLearner, outer_opt: optax.GradientTransformation, tas
   def step(state: TrainState, batch: Task) -> tuple[TrainState, Metrics]:
     check_meta_batch(batch, task_spec)
     per_task = lambda task: learner.meta_grad(state.params, task)
-    tasks = jax.tree.leaves(batch)[0].shape[0]
-    if vmap_size is None or vmap_size >= tasks:
+    if vmap_size is None:
       grads, metrics = jax.vmap(per_task)(batch)
-    else:
+    else:  # lax.map vmaps any remainder (or a batch smaller than vmap_size) in one go
       grads, metrics = jax.lax.map(per_task, batch, batch_size=vmap_size)
     grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     metrics = {k: jnp.mean(v) for k, v in metrics.items()}
