@@ -4,6 +4,8 @@
     python benchmarks/speed.py --quick         # small shapes: checks the harness
     python benchmarks/speed.py --scaling       # meta-batch 1-128, inner steps 1-25 with and without remat
                                                #   -> results/scaling.json, results/scaling.png
+    python benchmarks/speed.py --vmap-sizes    # the MAML cases with tasks vmapped in chunks of 1-32
+                                               #   -> results/vmap_sizes.json
     python benchmarks/speed.py --table         # the README tables from the JSON files
 
 The cases and the implementations are `jmeta bench`'s (`jmeta/bench/`): each (case, implementation) pair runs in
@@ -25,6 +27,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCALING_CASE = 'maml2_omniglot_5w1s'
 META_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 INNER_STEPS = (1, 5, 10, 25)
+VMAP_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def vmap_sizes(steps: int, log=print) -> list[dict]:
+  """The 'jmeta' step of each MAML case with its meta-batch vmapped in chunks of each of `VMAP_SIZES` tasks
+  (`jmeta.meta_step`'s `vmap_size`; 32 is the whole meta-batch)."""
+  records = []
+  for case in CASES.values():
+    if case.kind != 'maml':
+      continue
+    for size in VMAP_SIZES:
+      r = bench.measure(dataclasses.replace(case, vmap_size=size), 'jmeta', steps)
+      records.append({'vmap_size': size, **r})
+      log(f"{case.name} vmap_size {size}: {r.get('median_ms', float('nan')):.0f} ms, "
+          f"XLA {r.get('xla_memory_mb') or 0:.0f} MB, peak RSS {r.get('peak_mb', 0):.0f} MB")
+  return records
+
+
+def vmap_sizes_table(records: list[dict]) -> str:
+  lines = ['| case | vmap_size | ms per meta-step | XLA buffers MB | peak RSS MB |', '|---|---|---|---|---|']
+  for r in records:
+    if 'median_ms' in r:
+      lines.append(f"| {r['case']} | {r['vmap_size']} | {r['median_ms']:.0f} | {r['xla_memory_mb']:.0f} | "
+                   f"{r['peak_mb']:.0f} |")
+  return '\n'.join(lines)
 
 
 def scaling(steps: int, torch: bool, log=print) -> dict:
@@ -102,19 +129,31 @@ def main() -> None:
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--scaling', action='store_true')
   parser.add_argument('--steps', type=int, help='timed steps (default 20; 10 for --scaling; 5 with --quick)')
+  parser.add_argument('--vmap-sizes', action='store_true')
   parser.add_argument('--table', action='store_true')
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))
   args = parser.parse_args()
-  speed_path, scaling_path = (os.path.join(args.out, f) for f in ('speed.json', 'scaling.json'))
+  speed_path, scaling_path, sizes_path = (os.path.join(args.out, f)
+                                          for f in ('speed.json', 'scaling.json', 'vmap_sizes.json'))
   if args.table:
     with open(speed_path) as f:
       print(bench.table(json.load(f)))
     if os.path.exists(scaling_path):
       with open(scaling_path) as f:
         print('\n' + scaling_table(json.load(f)))
+    if os.path.exists(sizes_path):
+      with open(sizes_path) as f:
+        print('\n' + vmap_sizes_table(json.load(f)))
     return
   os.makedirs(args.out, exist_ok=True)
   t0 = time.perf_counter()
+  if args.vmap_sizes:
+    records = vmap_sizes(args.steps or 10)
+    with open(sizes_path, 'w') as f:
+      json.dump(records, f, indent=1)
+    print(f'{time.perf_counter() - t0:.0f} s in all')
+    print(vmap_sizes_table(records))
+    return
   if args.scaling:
     report = scaling(args.steps or 10, bench.torch_available())
     report['wall_seconds'] = time.perf_counter() - t0

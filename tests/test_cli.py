@@ -143,6 +143,17 @@ def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
     cli.main(args + ['--devices', '64', '--out', str(tmp_path / 'many')])
 
 
+def test_vmap_size_maps_over_chunks_of_tasks_and_matches_one_vmap(tmp_path):
+  args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--eval-episodes', '20',
+          '--meta-batch', '4', '--no-progress']
+  cli.main(args + ['--vmap-size', '3', '--out', str(tmp_path / 'chunks')])  # a chunk of 3, then one of 1
+  cli.main(args + ['--out', str(tmp_path / 'one')])
+  chex.assert_trees_all_close(_final_params(tmp_path / 'chunks').params, _final_params(tmp_path / 'one').params,
+                              rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='vmap_size must be an integer >= 1'):
+    cli.main(args + ['--vmap-size', '0', '--out', str(tmp_path / 'zero')])
+
+
 def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
   out = str(tmp_path / 'run')
   base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100', '--eval-episodes', '20'] + SMALL

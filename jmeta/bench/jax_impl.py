@@ -73,6 +73,7 @@ class Built(NamedTuple):
   compile_s: float
   xla_flops: float | None
   xla_memory_mb: float | None
+  hlo_text: str | None = None
 
 
 def _outer(case: Case) -> optax.GradientTransformation:
@@ -124,7 +125,7 @@ def build(case: Case, impl: str, params: Any, data: dict[str, np.ndarray]) -> Bu
       holder[0], metrics = compiled(holder[0], task)
       jax.block_until_ready(holder[0])
 
-    return Built(run, compile_s, *_analysis(compiled))
+    return Built(run, compile_s, *_analysis(compiled), compiled.as_text())
 
   if impl != 'jmeta_loop':
     raise ValueError(f'unknown jmeta implementation {impl!r}; expected one of {IMPLS}')

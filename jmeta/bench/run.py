@@ -102,8 +102,10 @@ def table(records: list[dict[str, Any]]) -> str:
       continue
     speedup = r['median_ms'] / ours[r['case']] if r['case'] in ours else None
     fraction = r.get('matmul_fraction')
+    chunks = (r.get('config') or {}).get('vmap_size')
+    impl = f"{r['impl']} (vmap_size {chunks})" if r['impl'] == 'jmeta' and chunks else r['impl']
     lines.append(
-        f"| {r['case']} | {r['impl']} | {r['median_ms']:.1f} | {_fmt(r['compile_s'], '.1f')} | "
+        f"| {r['case']} | {impl} | {r['median_ms']:.1f} | {_fmt(r['compile_s'], '.1f')} | "
         f"{r['tasks_per_s']:.1f} | {r['peak_mb']:.0f} | {_fmt(r.get('gflops_per_s'), '.1f')} | "
         f"{_fmt(None if fraction is None else 100 * fraction, '.0f')} | {_fmt(speedup, '.2f')}x |")
   return '\n'.join(lines)
@@ -176,8 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--steps', type=int, help='timed meta-steps after warm-up (default 20; 5 with --quick)')
   parser.add_argument('--malloc', choices=MALLOC, default='tuned', help="glibc malloc: 'tuned' (jmeta's default, "
                       "see jmeta.runtime) or 'default'; applies to every implementation alike")
-  parser.add_argument('--vmap-size', type=int, help="tasks the 'jmeta' step vmaps at once (default: the whole "
-                      'meta-batch); the rest are mapped over in chunks of this size')
+  parser.add_argument('--vmap-size', type=int, help="tasks the 'jmeta' step vmaps at once, mapping over chunks "
+                      "of this many (default: the case's own: 8 for maml2_omniglot_5w5s, else the whole meta-batch)")
   parser.add_argument('--json', help='write the records to this file (a JSON list)')
 
 

@@ -55,6 +55,7 @@ def fit(
     task_spec: Task | None = None,
     time_limit: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    vmap_size: int | None = None,
 ) -> TrainState:
   """Meta-trains from `state` until `state.step == steps`.
 
@@ -76,6 +77,8 @@ def fit(
     steps: the total number of meta-steps, counting any already taken.
     mesh: a mesh with a 'tasks' axis (`jmeta.training.task_mesh()`) to split each meta-batch over, sampling
       included; the state and the sampler's data are replicated. `meta_batch` must divide evenly over it.
+    vmap_size: tasks vmapped at once (`jmeta.meta_step`'s `vmap_size`): the meta-batch is mapped over in chunks
+      of this many, which bounds memory and, on a CPU, can be faster than one `vmap` over all of it.
   """
   check_positive_int(meta_batch, 'meta_batch')
   check_positive_int(steps, 'steps')
@@ -102,7 +105,7 @@ def fit(
   elif resume:
     raise ValueError('resume=True needs out_dir, the directory holding the checkpoints')
 
-  step_fn = meta_step(learner, outer_opt, task_spec)
+  step_fn = meta_step(learner, outer_opt, task_spec, vmap_size=vmap_size)
   sample = as_pytree(sample)
   if mesh is not None:
     step_fn = constrain_step(step_fn, mesh)
