@@ -151,7 +151,7 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--vmap-size', type=int, help="the 'jmeta' step's vmap_size (default: the case's)")
   parser.add_argument('--quick', action='store_true', help='small shapes (checks the script)')
-  parser.add_argument('--json', default=os.path.join(HERE, 'results', 'profile_steps.json'))
+  parser.add_argument('--json', help='output file (default: results/profile_steps.json; none with --quick)')
   args = parser.parse_args()
   reports = []
   for name in args.case:
@@ -163,8 +163,9 @@ def main() -> None:
     report = profile(case, args.steps)
     print(table(report) + '\n', flush=True)
     reports.append(report)
-  if not args.quick:
-    with open(args.json, 'w') as f:
+  path = args.json or (None if args.quick else os.path.join(HERE, 'results', 'profile_steps.json'))
+  if path:
+    with open(path, 'w') as f:
       json.dump(reports, f, indent=1)
   sys.exit(0)
 

@@ -4,6 +4,7 @@
     python benchmarks/speed.py --quick         # small shapes: checks the harness
     python benchmarks/speed.py --scaling       # meta-batch 1-128, inner steps 1-25 with and without remat
                                                #   -> results/scaling.json, results/scaling.png
+    python benchmarks/speed.py --scaling-chunks  # meta-batch 16-128 vmapped 8 tasks at a time -> into scaling.json
     python benchmarks/speed.py --vmap-sizes    # the MAML cases with tasks vmapped in chunks of 1-32
                                                #   -> results/vmap_sizes.json
     python benchmarks/speed.py --table         # the README tables from the JSON files
@@ -74,6 +75,20 @@ def scaling(steps: int, torch: bool, log=print) -> dict:
           'by_inner_steps': by_steps}
 
 
+CHUNK = 8
+
+
+def chunked_scaling(steps: int, log=print) -> list[dict]:
+  """`SCALING_CASE`'s 'jmeta' step against meta-batch size (16-128) with `CHUNK` tasks vmapped at a time."""
+  records = []
+  for mb in (m for m in META_BATCHES if m > CHUNK):
+    r = bench.measure(dataclasses.replace(CASES[SCALING_CASE], meta_batch=mb, vmap_size=CHUNK), 'jmeta', steps)
+    records.append({'meta_batch': mb, 'vmap_size': CHUNK, **r})
+    log(f"meta-batch {mb} jmeta vmap_size {CHUNK}: {r.get('median_ms', float('nan')):.0f} ms, "
+        f"XLA {r.get('xla_memory_mb') or 0:.0f} MB, peak RSS {r.get('peak_mb', 0):.0f} MB")
+  return records
+
+
 def plot_scaling(report: dict, path: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
@@ -88,6 +103,13 @@ def plot_scaling(report: dict, path: str) -> None:
   rs = [r for r in report['by_meta_batch'] if r['impl'] == 'jmeta' and r.get('xla_memory_mb')]
   axes[1].loglog([r['meta_batch'] for r in rs], [r['xla_memory_mb'] for r in rs], marker='o', ls='--',
                  label="jmeta, XLA's buffers")
+  rs = [r for r in report.get('by_meta_batch_chunked', []) if 'median_ms' in r]
+  if rs:
+    label = f"jmeta, vmap_size {rs[0]['vmap_size']}"
+    axes[0].loglog([r['meta_batch'] for r in rs], [r['median_ms'] for r in rs], marker='^', label=label)
+    axes[1].loglog([r['meta_batch'] for r in rs], [r['peak_mb'] for r in rs], marker='^', label=f'{label}, peak RSS')
+    axes[1].loglog([r['meta_batch'] for r in rs], [r['xla_memory_mb'] for r in rs], marker='^', ls='--',
+                   label=f"{label}, XLA's buffers")
   axes[0].set(xlabel='meta-batch (tasks)', ylabel='ms per meta-step', title='time vs meta-batch')
   axes[1].set(xlabel='meta-batch (tasks)', ylabel='MB', title='memory vs meta-batch')
   for remat, marker in ((False, 'o'), (True, 's')):
@@ -116,10 +138,11 @@ def scaling_table(report: dict) -> str:
                    f"{r['xla_memory_mb']:.0f} | {r['peak_mb']:.0f} |")
   lines += ['', '| meta-batch | impl | ms per meta-step | tasks/s | XLA buffers MB | peak RSS MB |',
             '|---|---|---|---|---|---|']
-  for r in report['by_meta_batch']:
+  for r in report['by_meta_batch'] + report.get('by_meta_batch_chunked', []):
     if 'median_ms' in r:
       xla = '-' if r.get('xla_memory_mb') is None else f"{r['xla_memory_mb']:.0f}"
-      lines.append(f"| {r['meta_batch']} | {r['impl']} | {r['median_ms']:.0f} | {r['tasks_per_s']:.0f} | {xla} | "
+      impl = f"{r['impl']}, vmap_size {r['vmap_size']}" if r.get('vmap_size') else r['impl']
+      lines.append(f"| {r['meta_batch']} | {impl} | {r['median_ms']:.0f} | {r['tasks_per_s']:.0f} | {xla} | "
                    f"{r['peak_mb']:.0f} |")
   return '\n'.join(lines)
 
@@ -129,6 +152,7 @@ def main() -> None:
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--scaling', action='store_true')
   parser.add_argument('--steps', type=int, help='timed steps (default 20; 10 for --scaling; 5 with --quick)')
+  parser.add_argument('--scaling-chunks', action='store_true')
   parser.add_argument('--vmap-sizes', action='store_true')
   parser.add_argument('--table', action='store_true')
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))
@@ -153,6 +177,15 @@ def main() -> None:
       json.dump(records, f, indent=1)
     print(f'{time.perf_counter() - t0:.0f} s in all')
     print(vmap_sizes_table(records))
+    return
+  if args.scaling_chunks:
+    with open(scaling_path) as f:
+      report = json.load(f)
+    report['by_meta_batch_chunked'] = chunked_scaling(args.steps or 10)
+    with open(scaling_path, 'w') as f:
+      json.dump(report, f, indent=1)
+    plot_scaling(report, os.path.join(args.out, 'scaling.png'))
+    print(scaling_table(report))
     return
   if args.scaling:
     report = scaling(args.steps or 10, bench.torch_available())

@@ -37,3 +37,17 @@ def test_omniglot_harness_runs_a_quick_row_and_prints_its_table(omniglot_dir, tm
   table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'omniglot.py'), '--table', '--out',
                           str(tmp_path)], check=True, capture_output=True, text=True).stdout
   assert '| protonet | 5 | 1 | 98.8 |' in table
+
+
+def test_profile_apportions_a_quick_step_among_kinds_of_instruction(tmp_path):
+  out = tmp_path / 'profile.json'
+  printed = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'profile_step.py'), '--quick', '--case',
+                            'maml2_omniglot_5w1s', '--steps', '2', '--json', str(out)],
+                           check=True, capture_output=True, text=True).stdout
+  (report,) = json.loads(out.read_text())
+  kinds = report['by_kind_ms']
+  assert report['case'] == 'maml2_omniglot_5w1s' and report['untraced_ms'] > 0
+  assert abs(sum(kinds.values()) - report['events_ms']) < 1e-6 * max(1, report['events_ms'])
+  assert kinds['matmul'] > 0 and kinds['patches (slice, pad, concatenate)'] > 0  # jmeta.nn.Conv's two halves
+  assert report['top'] and all(t['hlo'] for t in report['top'])
+  assert '| matmul |' in printed
