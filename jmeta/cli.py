@@ -141,6 +141,9 @@ def train(args: argparse.Namespace) -> dict:
   from jmeta.training import fit
   from jmeta.training.plots import plot_learning_curve
 
+  if args.vmap_size is not None:
+    from jmeta.checks import check_positive_int
+    check_positive_int(args.vmap_size, '--vmap-size')
   experiment = recipes.build(config, args.data_dir)
   c = experiment.config
   os.makedirs(args.out, exist_ok=True)

@@ -38,3 +38,19 @@ def omniglot_data(omniglot_dir):
   with open(Path(os.environ['JMETA_CACHE_DIR']).parent / 'jmeta_cache.lock', 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     return omniglot.load()
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """JAX's persistent compilation cache in a directory all workers of the session share, for the tests and the
+  `jmeta` processes they start: a run killed and resumed, and its uninterrupted twin, compile their steps once."""
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    shared = shared.parent
+  cache = shared / 'jax_cache'
+  cache.mkdir(exist_ok=True)
+  import jax
+  jax.config.update('jax_compilation_cache_dir', str(cache))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('JAX_COMPILATION_CACHE_DIR', str(cache))
+    yield cache

@@ -45,6 +45,7 @@ def test_torch_encoders_pad_as_flax_same(size, stride):
   assert torch_impl._same_pads(size, stride) == tuple(expected)
 
 
+@pytest.mark.slow
 def test_bench_command_writes_records_and_prints_the_table_last(tmp_path):
   out = tmp_path / 'bench.json'
   done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--quick', '--case', 'maml2_sinusoid',

@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # minute-long end-to-end runs; -m 'not slow' skips them
 
 
 def test_sinusoid_benchmark_writes_json_and_plot(tmp_path):

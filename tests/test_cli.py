@@ -73,6 +73,7 @@ def _final_params(run_dir):
   return cli.load_run(str(run_dir))[1]
 
 
+@pytest.mark.slow
 def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
   args = ['train', '--algo', 'maml', '--steps', '6000', '--log-every', '100', '--checkpoint-every', '500',
           '--eval-episodes', '50', '--seed', '3'] + SMALL
@@ -92,6 +93,7 @@ def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
                      capture_output=True, text=True).stdout)
 
 
+@pytest.mark.slow
 def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
   import jmeta.training.loop as loop
   out = str(tmp_path / 'run')
@@ -130,6 +132,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
   assert latest is None or all(m['step'] <= latest and np.isfinite(m['loss']) for m in read_metrics(out))
 
 
+@pytest.mark.slow
 def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
   args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--eval-episodes', '20',
           '--meta-batch', '4', '--no-progress']
@@ -150,10 +153,12 @@ def test_vmap_size_maps_over_chunks_of_tasks_and_matches_one_vmap(tmp_path):
   cli.main(args + ['--out', str(tmp_path / 'one')])
   chex.assert_trees_all_close(_final_params(tmp_path / 'chunks').params, _final_params(tmp_path / 'one').params,
                               rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match='vmap_size must be an integer >= 1'):
+  with pytest.raises(ValueError, match='--vmap-size must be an integer >= 1'):
     cli.main(args + ['--vmap-size', '0', '--out', str(tmp_path / 'zero')])
+  assert not (tmp_path / 'zero').exists()  # rejected before the run directory is made
 
 
+@pytest.mark.slow
 def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
   out = str(tmp_path / 'run')
   base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100', '--eval-episodes', '20'] + SMALL

@@ -6,6 +6,8 @@ import pytest
 from jmeta import cli
 from jmeta.training import read_metrics
 
+pytestmark = pytest.mark.slow  # minute-long end-to-end runs; -m 'not slow' skips them
+
 
 def test_protonet_trains_and_evaluates_well_above_chance(omniglot_dir, tmp_path):
   out = str(tmp_path / 'protonet')
