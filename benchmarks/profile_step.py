@@ -21,7 +21,6 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
@@ -167,7 +166,6 @@ def main() -> None:
   if path:
     with open(path, 'w') as f:
       json.dump(reports, f, indent=1)
-  sys.exit(0)
 
 
 if __name__ == '__main__':

@@ -179,6 +179,8 @@ def main() -> None:
     print(vmap_sizes_table(records))
     return
   if args.scaling_chunks:
+    if not os.path.exists(scaling_path):
+      parser.error(f'--scaling-chunks adds a series to {scaling_path}, which does not exist: run --scaling first')
     with open(scaling_path) as f:
       report = json.load(f)
     report['by_meta_batch_chunked'] = chunked_scaling(args.steps or 10)
