@@ -68,7 +68,12 @@ def _opcode(line: str) -> str:
   return m.group(1) if m else '?'
 
 
+_MOVES = {'transpose', 'copy'}
+_PLUMBING = {'parameter', 'constant', 'bitcast', 'reshape', 'broadcast', 'tuple', 'get-tuple-element'}
+
+
 def _kind(ops: list[str]) -> str:
+  """One of `KINDS` for an instruction made of `ops` (a fusion's ops, or the instruction's own opcode)."""
   s = set(ops)
   if 'dot' in s:
     return 'matmul'
@@ -80,14 +85,11 @@ def _kind(ops: list[str]) -> str:
     return 'reduction'
   if s & {'slice', 'pad', 'concatenate'}:
     return 'patches (slice, pad, concatenate)'
-  if s <= {'transpose', 'copy', 'bitcast', 'reshape', 'parameter', 'broadcast', 'constant'} and s & {'transpose',
-                                                                                                    'copy'}:
+  if s & _MOVES and s <= _MOVES | _PLUMBING:
     return 'transpose or copy'
-  if s - {'parameter', 'constant', 'bitcast', 'reshape', 'tuple', 'get-tuple-element'}:
-    if s & {'while', 'call', 'conditional', 'custom-call'}:
-      return 'other'
-    return 'elementwise'
-  return 'other'
+  if s & {'while', 'call', 'conditional', 'custom-call'} or not s - _PLUMBING:
+    return 'other'
+  return 'elementwise'
 
 
 def profile(case: cases.Case, steps: int) -> dict:
