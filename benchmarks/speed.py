@@ -112,19 +112,22 @@ def plot_scaling(report: dict, path: str) -> None:
                    label=f"{label}, XLA's buffers")
   axes[0].set(xlabel='meta-batch (tasks)', ylabel='ms per meta-step', title='time vs meta-batch')
   axes[1].set(xlabel='meta-batch (tasks)', ylabel='MB', title='memory vs meta-batch')
+  ms_axis = axes[2].twinx()
   for remat, marker in ((False, 'o'), (True, 's')):
     rs = [r for r in report['by_inner_steps'] if r['remat'] == remat and 'median_ms' in r]
     label = 'remat' if remat else 'no remat'
     axes[2].plot([r['inner_steps'] for r in rs], [r['xla_memory_mb'] for r in rs], marker=marker,
                  label=f"{label}: XLA's buffers (MB)")
-    ax2 = axes[2].twinx() if not remat else ax2
-    ax2.plot([r['inner_steps'] for r in rs], [r['median_ms'] for r in rs], marker=marker, ls=':', color='gray',
-             label=f'{label}: ms per step')
-  ax2.set(ylabel='ms per meta-step (dotted)')
+    ms_axis.plot([r['inner_steps'] for r in rs], [r['median_ms'] for r in rs], marker=marker, ls=':', color='gray',
+                 label=f'{label}: ms per step (right axis)')
+  ms_axis.set(ylabel='ms per meta-step (dotted)')
   axes[2].set(xlabel='inner steps', ylabel="MB of XLA's buffers", title='inner steps, meta-batch 32')
   for ax in axes:
     ax.grid(alpha=.3, which='both')
+  for ax in axes[:2]:
     ax.legend(fontsize=8, loc='upper left')
+  handles = axes[2].get_legend_handles_labels()[0] + ms_axis.get_legend_handles_labels()[0]
+  axes[2].legend(handles=handles, fontsize=8, loc='upper left')
   fig.suptitle(f"Second-order MAML, Omniglot 5-way 1-shot conv4 ({report['machine']['cpus']}-core CPU)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -54,3 +54,23 @@ def test_profile_apportions_a_quick_step_among_kinds_of_instruction(tmp_path):
   assert kinds['matmul'] > 0 and kinds['patches (slice, pad, concatenate)'] > 0  # jmeta.nn.Conv's two halves
   assert report['top'] and all(t['hlo'] for t in report['top'])
   assert '| matmul |' in printed
+
+
+def test_speed_tables_and_scaling_plot_from_the_committed_results(tmp_path):
+  results = ROOT / 'benchmarks' / 'results'
+  printed = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'speed.py'), '--table'], check=True,
+                           capture_output=True, text=True).stdout
+  speed = json.loads((results / 'speed.json').read_text())
+  scaling = json.loads((results / 'scaling.json').read_text())
+  sizes = json.loads((results / 'vmap_sizes.json').read_text())
+  chunked = scaling['by_meta_batch_chunked'][-1]
+  assert f"| {speed[0]['case']} | {speed[0]['impl']} | {speed[0]['median_ms']:.1f} |" in printed
+  assert f"| {chunked['meta_batch']} | jmeta, vmap_size {chunked['vmap_size']} | {chunked['median_ms']:.0f} |" in printed
+  assert f"| {sizes[0]['case']} | {sizes[0]['vmap_size']} | {sizes[0]['median_ms']:.0f} |" in printed
+  sys.path.insert(0, str(ROOT / 'benchmarks'))
+  try:
+    import speed as speed_script
+  finally:
+    sys.path.pop(0)
+  speed_script.plot_scaling(scaling, str(tmp_path / 'scaling.png'))
+  assert (tmp_path / 'scaling.png').stat().st_size > 10_000
