@@ -9,6 +9,12 @@ import pytest
 _REPO = Path(__file__).resolve().parents[1]
 
 
+def _session_dir(tmp_path_factory) -> Path:
+  """A temporary directory that every pytest-xdist worker of this session shares."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
 @pytest.fixture(scope='session')
 def omniglot_dir(tmp_path_factory):
   """The directory of the Omniglot zips: $JMETA_DATA_DIR, else ../shared/data/omniglot next to the repository.
@@ -21,9 +27,7 @@ def omniglot_dir(tmp_path_factory):
   missing = [n for n in names if not (root / n).is_file()]
   if missing:
     pytest.skip(f'real Omniglot data absent: {", ".join(missing)} not in {root} (set JMETA_DATA_DIR)')
-  shared = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    shared = shared.parent
+  shared = _session_dir(tmp_path_factory)
   (shared / 'jmeta_cache').mkdir(exist_ok=True)
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv('JMETA_DATA_DIR', str(root))
@@ -44,10 +48,7 @@ def omniglot_data(omniglot_dir):
 def compilation_cache(tmp_path_factory):
   """JAX's persistent compilation cache in a directory all workers of the session share, for the tests and the
   `jmeta` processes they start: a run killed and resumed, and its uninterrupted twin, compile their steps once."""
-  shared = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    shared = shared.parent
-  cache = shared / 'jax_cache'
+  cache = _session_dir(tmp_path_factory) / 'jax_cache'
   cache.mkdir(exist_ok=True)
   import jax
   jax.config.update('jax_compilation_cache_dir', str(cache))
