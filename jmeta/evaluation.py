@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -38,8 +39,9 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
   """`scores(params, key, episodes)`: each episode's score after adaptation on its support set.
 
   Episode `i` is `sample(jax.random.fold_in(key, i))`, so the same key gives the same episodes, and a longer
-  evaluation extends a shorter one. Each compiled call scores `batch_size` episodes, `vmap_size` at a time under
-  `vmap` (a `lax.map` over chunks), so memory is bounded by `vmap_size` episodes whatever `batch_size` is.
+  evaluation extends a shorter one. Each compiled call scores `batch_size` episodes (or all of them, if fewer),
+  `vmap_size` at a time under `vmap` (a `lax.map` over chunks), so memory is bounded by `vmap_size` episodes
+  whatever `batch_size` is.
 
   Args:
     learner, sample, score: what to evaluate, on which tasks, and how to score a query set.
@@ -57,19 +59,21 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
   def adapt(params: Params, support, count):
     return learner.adapt(params, support, **adapt_kwargs, **({} if count is None else {'steps': count}))
 
-  @jax.jit
-  def run(params: Params, key: jax.Array, start: jax.Array, sample: Callable[[jax.Array], Task]) -> jax.Array:
+  @functools.partial(jax.jit, static_argnums=4)
+  def run(params: Params, key: jax.Array, start: jax.Array, sample: Callable[[jax.Array], Task],
+          size: int) -> jax.Array:
     def one(index: jax.Array) -> jax.Array:
       task = sample(jax.random.fold_in(key, index))
       return jnp.stack([score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y)
                         for c in counts])
-    return jax.lax.map(one, start + jnp.arange(batch_size), batch_size=vmap_size)
+    return jax.lax.map(one, start + jnp.arange(size), batch_size=min(vmap_size, size))
 
   tasks = as_pytree(sample)
 
   def scores(params: Params, key: jax.Array, episodes: int) -> np.ndarray:
     check_positive_int(episodes, 'episodes')
-    out = np.concatenate([np.asarray(run(params, key, i, tasks)) for i in range(0, episodes, batch_size)])
+    size = min(batch_size, episodes)  # fewer episodes than a batch compile a smaller program, not a padded one
+    out = np.concatenate([np.asarray(run(params, key, i, tasks, size)) for i in range(0, episodes, size)])
     out = out[:episodes]
     return out[:, 0] if single else out
 
