@@ -22,19 +22,17 @@ import subprocess
 import sys
 import time
 
+from jmeta import experiments
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Published 5-way Omniglot test accuracy (%): Finn et al. (2017), table 1 (MAML, first-order MAML); Nichol et al.
-# (2018), table 1, transductive (Reptile); Li et al. (2017), table 1 (Meta-SGD); Snell et al. (2017), table 1
-# (ProtoNets); Vinyals et al. (2016), table 1 (Matching Networks, and Koch et al.'s Siamese network as they report
-# it); Sung et al. (2018), table 1 (Relation Networks). ANIL reports no 5-way Omniglot figure.
-PUBLISHED = {
-    ('maml', 1): 98.7, ('maml', 5): 99.9, ('fomaml', 1): 98.3, ('fomaml', 5): 99.2, ('reptile', 1): 97.68,
-    ('reptile', 5): 99.48, ('metasgd', 1): 99.53, ('metasgd', 5): 99.93, ('protonet', 1): 98.8,
-    ('protonet', 5): 99.7, ('matching', 1): 98.1, ('matching', 5): 98.9, ('relation', 1): 99.6,
-    ('relation', 5): 99.8, ('siamese', 1): 96.7, ('siamese', 5): 98.4,
-}
-ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'protonet', 'matching', 'relation', 'siamese')
+# Published 5-way Omniglot test accuracy (%), from the registry, where each algorithm cites its paper and table:
+# Finn et al. (2017), Nichol et al. (2018, transductive), Li et al. (2017), Snell et al. (2017), Vinyals et al.
+# (2016, also for Koch et al.'s Siamese network) and Sung et al. (2018). ANIL reports no 5-way Omniglot figure.
+PUBLISHED = {(a.name, p.setting['shots']): p.value for a in experiments.algorithms().values() for p in a.results
+             if p.dataset == 'omniglot' and p.setting.get('ways') == 5}
+ALGOS = tuple(name for name, a in experiments.algorithms().items() if 'omniglot' in a.published and
+              a.family != 'baseline')
 ROWS = {f'{a}-5w{k}s': (a, 5, k) for a in ALGOS for k in (1, 5)}
 
 

@@ -1,9 +1,9 @@
-"""The `jmeta` command: `jmeta train ...`, `jmeta eval DIR ...`, `jmeta bench ...`."""
+"""The `jmeta` command: `jmeta train ...`, `jmeta eval DIR ...`, `jmeta list`, `jmeta bench ...`, made from the
+experiment registry (`jmeta.experiments`)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -13,60 +13,87 @@ from typing import Sequence
 CONFIG_FILE = 'config.json'
 
 
+def _add_option(group, option, *, hidden: bool = False) -> None:
+  """`option`'s flags in `group`; `hidden` ones parse but stay out of `--help` (so `resolve` can say whose they
+  are)."""
+  help_ = argparse.SUPPRESS if hidden else option.help
+  if option.type is bool:
+    flags = group.add_mutually_exclusive_group() if option.false_flag else group
+    flags.add_argument(option.flags[0], dest=option.name, action='store_true', default=None, help=help_)
+    if option.false_flag:
+      flags.add_argument(option.false_flag, dest=option.name, action='store_false', default=None,
+                         help=argparse.SUPPRESS if hidden else f'the opposite of {option.flags[0]}')
+    return
+  group.add_argument(*option.flags, dest=option.name, type=option.type, default=None, help=help_,
+                     metavar={int: 'N', float: 'X'}.get(option.type, 'NAME'))
+
+
+def _train_parser(algorithm=None, dataset=None) -> argparse.ArgumentParser:
+  """`jmeta train`'s parser: the run's flags, then `dataset`'s and `algorithm`'s own (every other registered
+  option parses too, unlisted, so that using one names the algorithm or dataset it belongs to)."""
+  from jmeta import experiments
+  names = ', '.join(experiments.algorithms())
+  parser = argparse.ArgumentParser(
+      prog='jmeta train', description='Meta-train, log metrics, checkpoint, evaluate on fresh test tasks.',
+      epilog='`jmeta train --algo A [--dataset D] --help` lists the options of A (and D); `jmeta list` shows what '
+      'runs on what.')
+  parser.add_argument('--algo', required=True, help=f'the algorithm: {names}')
+  parser.add_argument('--dataset', default=None, help=f'the dataset: {", ".join(experiments.datasets())} '
+                      f'(default {experiments.DEFAULT_DATASET})')
+  run = parser.add_argument_group('the run')
+  run.add_argument('--out', required=True, help='run directory: config, metrics.jsonl, checkpoints')
+  run.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
+  run.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+  run.add_argument('--time-limit', type=float, help='stop after this many minutes of training (at the next '
+                   'logged step), checkpoint, evaluate; --resume goes on')
+  run.add_argument('--devices', type=int, help='shard each meta-batch over this many devices (default: one); on a '
+                   'CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N provides N')
+  run.add_argument('--vmap-size', type=int, help='tasks vmapped at once; the meta-batch is mapped over in chunks '
+                   'of this many (default: all at once). On a 2-core CPU, 8 made 5-shot MAML 1.6x faster '
+                   '(benchmarks/results/vmap_sizes.json)')
+  run.add_argument('--no-progress', action='store_true', help='no progress bar')
+  for option in experiments.RUN_OPTIONS:
+    _add_option(run, option)
+  shown = {o.name for o in experiments.RUN_OPTIONS}
+  for entry, kind in ((dataset, 'dataset'), (algorithm, 'algorithm')):
+    if entry is not None and entry.options:
+      group = parser.add_argument_group(f'{entry.name} ({kind}) options')
+      for option in entry.options:
+        if option.name not in shown:
+          _add_option(group, option)
+          shown.add(option.name)
+  for entry in list(experiments.datasets().values()) + list(experiments.algorithms().values()):
+    for option in entry.options:
+      if option.name not in shown:
+        _add_option(parser, option, hidden=True)
+        shown.add(option.name)
+  return parser
+
+
+def parse_train(argv: Sequence[str]) -> argparse.Namespace:
+  """`jmeta train`'s arguments: `--algo` and `--dataset` first, which say what the other flags are.
+
+  Raises `ValueError` for an unknown algorithm or dataset; `--help` lists the chosen ones' options."""
+  from jmeta import experiments
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument('--algo')
+  pre.add_argument('--dataset')
+  known, _ = pre.parse_known_args(argv)
+  algorithm = dataset = None
+  if known.algo is not None:
+    algorithm = experiments.get_algorithm(known.algo)
+    dataset = experiments.get_dataset(known.dataset or experiments.DEFAULT_DATASET)
+  args = _train_parser(algorithm, dataset).parse_args(argv)
+  args.command = 'train'
+  return args
+
+
 def _parser() -> argparse.ArgumentParser:
+  from jmeta import experiments
   parser = argparse.ArgumentParser(prog='jmeta', description='Meta-learning in JAX.')
   sub = parser.add_subparsers(dest='command', required=True)
-
-  train = sub.add_parser('train', help='meta-train, log metrics, checkpoint, evaluate on fresh test tasks')
-  train.add_argument('--algo', required=True, help='maml, fomaml, metasgd, anil, reptile, pretrained, protonet, '
-                     'matching, relation or siamese')
-  train.add_argument('--dataset', default=None, help='sinusoid (the default) or omniglot')
-  train.add_argument('--ways', type=int, help='classes per test episode (omniglot; default 5)')
-  train.add_argument('--train-ways', type=int, help='classes per training episode (default: published, else --ways)')
-  train.add_argument('--shots', type=int, help='support examples per class (omniglot, default 1) or per task '
-                     '(sinusoid, default 10)')
-  train.add_argument('--queries', type=int, help='query examples per class (omniglot, default 15) or per task while '
-                     'training (sinusoid, default: as many as shots)')
-  train.add_argument('--split', help='omniglot split: vinyals (1,200 characters + rotations for training, the '
-                     'default) or lake (background / evaluation)')
-  train.add_argument('--filters', type=int, help='conv4 filters (omniglot, default 64)')
-  train.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
-  train.add_argument('--meta-batch', type=int, help='tasks per meta-step (default: published)')
-  train.add_argument('--steps', type=int, help='meta-steps in all (default: published)')
-  train.add_argument('--inner-steps', type=int, help='inner steps per task while training (default: published)')
-  train.add_argument('--eval-inner-steps', type=int, help='inner steps per task at validation and test time '
-                     '(default: published, else as --inner-steps)')
-  train.add_argument('--inner-lr', type=float, help='inner step size (default: published)')
-  train.add_argument('--inner-opt', help='inner optimizer: sgd, adam, or adam0 (Adam with beta1 = 0) (default: '
-                     'published, else sgd)')
-  train.add_argument('--inner-batch', type=int, help='reptile: examples per inner step while meta-training (default: '
-                     'one pass over the task on omniglot, else the whole task)')
-  train.add_argument('--outer-lr', type=float, help='outer step size (default: published)')
-  train.add_argument('--outer-halve-every', type=int, help='halve the outer step size every this many meta-steps '
-                     '(default: published)')
-  train.add_argument('--attention-scale', type=float, help='matching: factor of the cosine similarities in the '
-                     'attention softmax (default: published; 1 is the paper\'s)')
-  scale = train.add_mutually_exclusive_group()
-  scale.add_argument('--learn-attention-scale', dest='learn_attention_scale', action='store_true', default=None,
-                     help='matching: learn the scale, from --attention-scale (the omniglot default)')
-  scale.add_argument('--fixed-attention-scale', dest='learn_attention_scale', action='store_false',
-                     default=None, help='matching: keep --attention-scale fixed')
-  train.add_argument('--seed', type=int)
-  train.add_argument('--log-every', type=int, help='meta-steps per logged record (default 100)')
-  train.add_argument('--eval-every', type=int, help='meta-steps between validations (default: a tenth of the run)')
-  train.add_argument('--checkpoint-every', type=int, help='meta-steps between checkpoints (default: as eval)')
-  train.add_argument('--eval-episodes', type=int, help='test tasks in the final evaluation (default 1000)')
-  train.add_argument('--remat', action='store_true', default=None, help='rematerialise inner steps (less memory)')
-  train.add_argument('--out', required=True, help='run directory: config, metrics.jsonl, checkpoints')
-  train.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
-  train.add_argument('--time-limit', type=float, help='stop after this many minutes of training (at the next '
-                     'logged step), checkpoint, evaluate; --resume goes on')
-  train.add_argument('--devices', type=int, help='shard each meta-batch over this many devices (default: one); on '
-                     'a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N provides N')
-  train.add_argument('--vmap-size', type=int, help='tasks vmapped at once; the meta-batch is mapped over in '
-                     'chunks of this many (default: all at once). On a 2-core CPU, 8 made 5-shot MAML 1.6x faster '
-                     '(benchmarks/results/vmap_sizes.json)')
-  train.add_argument('--no-progress', action='store_true', help='no progress bar')
+  sub.add_parser('train', add_help=False, help='meta-train, log metrics, checkpoint, evaluate on fresh test tasks '
+                 '(jmeta train --algo A --help: its options)')
 
   ev = sub.add_parser('eval', help='evaluate a trained run on fresh test tasks')
   ev.add_argument('run_dir')
@@ -77,57 +104,69 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('--ways', type=int, help='classes per test episode (default: the run\'s own)')
   ev.add_argument('--shots', type=int, help='support examples per class (default: the run\'s own)')
   ev.add_argument('--data-dir', help='where the dataset files are (default: $JMETA_DATA_DIR, else the cache)')
-  ev.add_argument('--official-runs', action='store_true', help='omniglot: 20-way one-shot accuracy over the 400 '
-                  'trials of the 20 official runs of Lake et al. (2015), from all_runs.zip')
+  for dataset in experiments.datasets().values():
+    for evaluation in dataset.evaluations:
+      ev.add_argument(evaluation.flag, action='store_true', dest=_dest(evaluation.flag),
+                      help=f'{dataset.name}: {evaluation.help}')
+
+  ls = sub.add_parser('list', help='the algorithms and datasets, what runs on what, and published figures')
+  ls.add_argument('--json', action='store_true', help='one JSON object instead of the tables')
 
   from jmeta.bench.run import add_arguments
   add_arguments(sub.add_parser('bench', help='time meta-steps of jmeta and PyTorch side by side; JSON and a table'))
   return parser
 
 
-_CONFIG_FIELDS = ('algo', 'dataset', 'ways', 'train_ways', 'shots', 'queries', 'split', 'filters', 'meta_batch',
-                  'steps', 'inner_steps', 'eval_inner_steps', 'inner_lr', 'inner_opt', 'inner_batch', 'outer_lr',
-                  'outer_halve_every', 'attention_scale', 'learn_attention_scale', 'seed', 'log_every', 'eval_every',
-                  'checkpoint_every', 'eval_episodes', 'remat')
+def _dest(flag: str) -> str:
+  return flag.lstrip('-').replace('-', '_')
 
 
 def _train_config(args: argparse.Namespace):
-  from jmeta.recipes import Config, resolve
-  given = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
+  from jmeta.experiments import Config, resolve
+  given = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_FIELDS}
   path = os.path.join(args.out, CONFIG_FILE)
   if args.resume:
     if not os.path.exists(path):
       raise ValueError(f'--resume: no run to resume in {args.out} (no {CONFIG_FILE})')
     with open(path) as f:
       saved = resolve(Config.from_json(json.load(f)))
-    conflicts = {k: (getattr(saved, k), v) for k, v in given.items()
-                 if k != 'steps' and getattr(saved, k) != v}
+    conflicts = {k: (saved.get(k), v) for k, v in given.items() if k != 'steps' and saved.get(k) != v}
+    if args.dataset is not None and args.dataset != saved.dataset:
+      conflicts['dataset'] = (saved.dataset, args.dataset)
+    if args.algo != saved.algo:
+      conflicts['algo'] = (saved.algo, args.algo)
     if conflicts:
       detail = ', '.join(f'{k}: run has {a!r}, given {b!r}' for k, (a, b) in conflicts.items())
       raise ValueError(f'--resume continues the run as it was configured; these arguments differ: {detail}')
-    return resolve(dataclasses.replace(saved, steps=given.get('steps', saved.steps)))
+    return resolve(saved.replace(steps=given.get('steps', saved.steps)))
   if os.path.exists(path):
     raise ValueError(f'{args.out} already holds a run; pass --resume to continue it or choose another --out')
-  return resolve(Config(**given))
+  return resolve(Config(args.algo, args.dataset, **given))
+
+
+_NOT_FIELDS = frozenset(('algo', 'dataset', 'command', 'out', 'data_dir', 'resume', 'time_limit', 'devices',
+                         'vmap_size', 'no_progress'))
+"""`jmeta train` arguments that are not fields of the run's config."""
 
 
 def _test_scores(experiment, tasks, inner_steps: int):
   from jmeta.evaluation import evaluator
-  from jmeta.recipes import GRADIENT_BASED
-  steps = inner_steps if experiment.config.algo in GRADIENT_BASED else None
-  return evaluator(experiment.test_learner, tasks, experiment.score, steps=steps)
+  return evaluator(experiment.test_learner, tasks, experiment.score,
+                   steps=inner_steps if experiment.inner_steps else None)
 
 
 def _final_record(experiment, scores, params, *, episodes: int, seed: int, inner_steps: int) -> dict:
   from jmeta.evaluation import summarize
-  from jmeta.recipes import GRADIENT_BASED, test_key
+  from jmeta.experiments import test_key
   c = experiment.config
   summary = summarize(scores(params, test_key(seed), episodes))
   record = {experiment.metric: summary.mean, 'ci95': summary.ci95}
-  if c.ways is not None:
+  if 'ways' in c:
     record['ways'] = c.ways
-  record.update(episodes=episodes, shots=c.shots)
-  if c.algo in GRADIENT_BASED:
+  record['episodes'] = episodes
+  if 'shots' in c:
+    record['shots'] = c.shots
+  if experiment.inner_steps:
     record['inner_steps'] = inner_steps
   return record
 
@@ -135,7 +174,7 @@ def _final_record(experiment, scores, params, *, episodes: int, seed: int, inner
 def train(args: argparse.Namespace) -> dict:
   config = _train_config(args)
   import jax
-  from jmeta import recipes
+  from jmeta import experiments
   from jmeta.evaluation import summarize
   from jmeta.tasks import task_spec
   from jmeta.training import fit
@@ -144,16 +183,17 @@ def train(args: argparse.Namespace) -> dict:
   if args.vmap_size is not None:
     from jmeta.checks import check_positive_int
     check_positive_int(args.vmap_size, '--vmap-size')
-  experiment = recipes.build(config, args.data_dir)
+  experiment = experiments.build(config, args.data_dir)
   c = experiment.config
   os.makedirs(args.out, exist_ok=True)
   if not args.resume:
     with open(os.path.join(args.out, CONFIG_FILE), 'w') as f:
       json.dump(c.to_json(), f, indent=2)
 
-  keys = recipes.keys(c.seed)
+  keys = experiments.keys(c.seed)
   state = _initial_state(experiment, keys)
-  valid = _test_scores(experiment, experiment.valid_tasks, c.eval_inner_steps)
+  eval_inner_steps = c.get('eval_inner_steps')
+  valid = _test_scores(experiment, experiment.valid_tasks, eval_inner_steps)
 
   def eval_fn(params):
     s = summarize(valid(params, keys['valid'], 200))
@@ -175,9 +215,9 @@ def train(args: argparse.Namespace) -> dict:
           'saved, --resume goes on', file=sys.stderr)
   plot_learning_curve(args.out)
   same = experiment.test_tasks is experiment.valid_tasks
-  test = valid if same else _test_scores(experiment, experiment.test_tasks, c.eval_inner_steps)
+  test = valid if same else _test_scores(experiment, experiment.test_tasks, eval_inner_steps)
   return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,
-                       inner_steps=c.eval_inner_steps)
+                       inner_steps=eval_inner_steps)
 
 
 def _initial_state(experiment, keys):
@@ -188,23 +228,23 @@ def _initial_state(experiment, keys):
 
 
 def load_run(run_dir: str, data_dir: str | None = None, **overrides):
-  """The experiment and final state of a run directory written by `jmeta train`.
+  """The experiment and final state of a run directory written by `jmeta train` (by any version of jmeta).
 
   `overrides` replace configuration fields for evaluation (e.g. `ways`, `shots`); the checkpoint must still fit.
   """
-  from jmeta import recipes
+  from jmeta import experiments
   from jmeta.training import Checkpoints
   path = os.path.join(run_dir, CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f'{run_dir} is not a jmeta run directory: {CONFIG_FILE} is missing')
   with open(path) as f:
-    config = recipes.Config.from_json(json.load(f))
-  overrides = {k: v for k, v in overrides.items() if v is not None and v != getattr(config, k)}
-  if 'ways' in overrides and config.algo in recipes.GRADIENT_BASED:
+    config = experiments.Config.from_json(json.load(f))
+  overrides = {k: v for k, v in overrides.items() if v is not None and v != config.get(k)}
+  if 'ways' in overrides and experiments.get_algorithm(config.algo).fixed_ways:
     raise ValueError(f'this {config.algo} run has a {config.ways}-way classifier head; it cannot be evaluated at '
                      f'{overrides["ways"]} ways')
-  experiment = recipes.build(dataclasses.replace(config, **overrides), data_dir)
-  like = _initial_state(experiment, recipes.keys(experiment.config.seed))
+  experiment = experiments.build(config.replace(**overrides), data_dir)
+  like = _initial_state(experiment, experiments.keys(experiment.config.seed))
   checkpoints = Checkpoints(os.path.join(run_dir, 'checkpoints'))
   try:
     state = checkpoints.restore(like)
@@ -213,43 +253,76 @@ def load_run(run_dir: str, data_dir: str | None = None, **overrides):
   return experiment, state
 
 
-def _official_runs(experiment, params, data_dir: str | None, inner_steps: int) -> dict:
-  from jmeta.datasets import omniglot
-  from jmeta.evaluation import correct_predictions, summarize
-  from jmeta.recipes import GRADIENT_BASED
-  kwargs = {'steps': inner_steps} if experiment.config.algo in GRADIENT_BASED else {}
-  tasks = omniglot.run_tasks(omniglot.load_runs(data_dir))
-  hits = correct_predictions(experiment.test_learner, params, tasks, **kwargs)
-  summary = summarize(hits.ravel())
-  return {'accuracy': summary.mean, 'ci95': summary.ci95, 'ways': 20, 'shots': 1, 'episodes': hits.shape[0],
-          'trials': hits.size, 'protocol': 'lake2015_official_runs'}
-
-
 def evaluate(args: argparse.Namespace) -> dict:
-  if args.official_runs:
-    if args.ways not in (None, 20) or args.shots not in (None, 1):
-      raise ValueError('--official-runs are 20-way one-shot; leave out --ways and --shots')
-    args.ways, args.shots = 20, 1
+  from jmeta import experiments
+  chosen = [(d, e) for d in experiments.datasets().values() for e in d.evaluations if getattr(args, _dest(e.flag))]
+  if len(chosen) > 1:
+    raise ValueError(f'choose one of {", ".join(e.flag for _, e in chosen)}')
+  protocol = chosen[0] if chosen else None
+  if protocol is not None:
+    owner, evaluation = protocol
+    for k, v in evaluation.fixed.items():
+      if getattr(args, k, None) not in (None, v):
+        raise ValueError(f'{evaluation.flag} fixes {", ".join(f"{a}={b}" for a, b in evaluation.fixed.items())}; '
+                         f'leave out --{" and --".join(evaluation.fixed)}')
+      setattr(args, k, v)
   experiment, state = load_run(args.run_dir, args.data_dir, ways=args.ways, shots=args.shots)
-  if args.official_runs and experiment.config.dataset != 'omniglot':
-    raise ValueError(f'--official-runs evaluate an omniglot run; this run is on {experiment.config.dataset}')
-  inner_steps = experiment.config.eval_inner_steps if args.inner_steps is None else args.inner_steps
+  if protocol is not None and experiment.config.dataset != owner.name:
+    raise ValueError(f'{evaluation.flag} evaluate an {owner.name} run; this run is on {experiment.config.dataset}')
+  inner_steps = experiment.config.get('eval_inner_steps') if args.inner_steps is None else args.inner_steps
   from jmeta.checks import check_positive_int
-  check_positive_int(inner_steps, '--inner-steps', minimum=0)
+  if experiment.inner_steps:
+    check_positive_int(inner_steps, '--inner-steps', minimum=0)
   check_positive_int(args.episodes, '--episodes')
-  if args.official_runs:
-    return _official_runs(experiment, state.params, args.data_dir, inner_steps)
+  if protocol is not None:
+    return evaluation.run(experiment, state.params, args.data_dir, inner_steps)
   return _final_record(experiment, _test_scores(experiment, experiment.test_tasks, inner_steps), state.params,
                        episodes=args.episodes, seed=args.seed, inner_steps=inner_steps)
 
 
+def catalogue() -> dict:
+  """What `jmeta list` prints: each algorithm with its family, paper, datasets and published figures, and each
+  dataset with its kind."""
+  from jmeta import experiments
+  algos = [{'name': a.name, 'family': a.family, 'paper': a.paper, 'datasets': list(a.published),
+            'options': [o.name for o in a.options],
+            'published': [{'dataset': p.dataset, **p.setting, 'metric': p.metric, 'value': p.value,
+                           'source': p.source} for p in a.results]}
+           for a in experiments.algorithms().values()]
+  data = [{'name': d.name, 'kind': d.kind, 'summary': d.summary, 'options': [o.name for o in d.options]}
+          for d in experiments.datasets().values()]
+  return {'algorithms': algos, 'datasets': data}
+
+
+def _setting(published: dict) -> str:
+  return ' '.join(f'{k}={v}' for k, v in published.items() if k not in ('dataset', 'metric', 'value', 'source'))
+
+
+def _print_catalogue(catalogue: dict) -> None:
+  print('| algorithm | family | paper | datasets | published (setting: value) |\n|---|---|---|---|---|')
+  for a in catalogue['algorithms']:
+    figures = '; '.join(f"{p['dataset']} {_setting(p)}: {p['value']} {p['metric']}" for p in a['published']) or '-'
+    print(f"| {a['name']} | {a['family']} | {a['paper']} | {', '.join(a['datasets'])} | {figures} |")
+  print('\n| dataset | kind | what |\n|---|---|---|')
+  for d in catalogue['datasets']:
+    print(f"| {d['name']} | {d['kind']} | {d['summary']} |")
+
+
 def main(argv: Sequence[str] | None = None) -> dict | list:
-  """Runs a command; prints its result as one JSON line, last (`bench`: its table). Bad input raises
-  `ValueError`."""
-  args = _parser().parse_args(argv)
+  """Runs a command; prints its result as one JSON line, last (`bench`: its table; `list`: tables). Bad input
+  raises `ValueError`."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_train(argv[1:]) if argv[:1] == ['train'] else _parser().parse_args(argv)
   if args.command == 'bench':
     from jmeta.bench.run import bench
     return bench(args)
+  if args.command == 'list':
+    record = catalogue()
+    if args.json:
+      print(json.dumps(record), flush=True)
+    else:
+      _print_catalogue(record)
+    return record
   record = train(args) if args.command == 'train' else evaluate(args)
   print(json.dumps(record), flush=True)
   return record

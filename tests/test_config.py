@@ -2,7 +2,7 @@
 
 import pytest
 
-from jmeta.recipes import Config, resolve
+from jmeta.experiments import Config, resolve
 
 
 def test_matching_learns_its_attention_scale_from_ten_on_omniglot():

@@ -1,12 +1,13 @@
 """Meta-learners, each a `jmeta.MetaLearner` of pure per-task functions."""
 
+# Importing a module registers its algorithms (`jmeta.experiments`), in this order.
 from jmeta.algorithms.maml import anil, fomaml, maml
-from jmeta.algorithms.matching import matching_net
 from jmeta.algorithms.metasgd import MetaSGDParams, metasgd, scale_by_learned_lr
+from jmeta.algorithms.reptile import reptile
 from jmeta.algorithms.pretrained import pretrained
 from jmeta.algorithms.protonet import protonet
+from jmeta.algorithms.matching import matching_net
 from jmeta.algorithms.relation import RelationModule, relation_net
-from jmeta.algorithms.reptile import reptile
 from jmeta.algorithms.siamese import siamese_net
 from jmeta.inner import path_mask
 

@@ -9,6 +9,7 @@ import optax
 
 from jmeta.base import ApplyFn, InitFn, MetaLearner, Metrics, Params
 from jmeta.checks import check_positive_int
+from jmeta.experiments import OPTIMIZERS, Config, Data, Option, Recipe, optimizer
 from jmeta.inner import Mask, inner_loop, resolve_mask
 from jmeta.tasks import Split, Task, check_task
 
@@ -64,3 +65,48 @@ def gradient_based(
 
   return MetaLearner(init=init, adapt=adapt, predict=apply_fn, loss=loss,
                      meta_grad=jax.grad(loss, has_aux=True))
+
+
+# What the registry needs of the family: its shared options, the budgets several of its papers share, and how a
+# member is built from a dataset's predictor model.
+
+INNER_OPTIONS = (
+    Option('inner_steps', 'inner steps per task while training (default: published)'),
+    Option('eval_inner_steps', 'inner steps per task at validation and test time (default: published, else as '
+           '--inner-steps)', minimum=0, default=lambda f: f['inner_steps']),
+    Option('inner_lr', 'inner step size (default: published)', float, optional=True),
+    Option('inner_opt', 'inner optimizer: sgd, adam, or adam0 (Adam with beta1 = 0) (default: published, else sgd)',
+           str, default='sgd', choices=OPTIMIZERS),
+)
+"""The options of every learner that adapts by inner steps."""
+
+REMAT = Option('remat', 'rematerialise inner steps (less memory)', bool, default=False)
+
+# Finn et al. (2017), section 5.1: inner SGD 0.01, one inner step, 25 tasks a meta-batch, Adam 1e-3, 70,000 steps.
+SINUSOID_FINN2017 = dict(meta_batch=25, steps=70_000, inner_steps=1, inner_lr=0.01, inner_opt='sgd', outer_lr=1e-3,
+                         outer_opt='adam', outer_decay=False)
+# Finn et al. (2017), section 5.2, 5-way Omniglot: inner SGD 0.4, one inner step, meta-batch 32, Adam 1e-3 and
+# 60,000 meta-steps; their code trains on K query examples per class and tests after 10 inner steps.
+OMNIGLOT_FINN2017 = dict(meta_batch=32, steps=60_000, inner_steps=1, eval_inner_steps=10, inner_lr=0.4,
+                         inner_opt='sgd', outer_lr=1e-3, outer_opt='adam', outer_decay=False,
+                         queries=lambda f: f['shots'])
+
+
+def inner_optimizer(c: Config) -> optax.GradientTransformation:
+  """The inner optimizer of a resolved config (`inner_opt` at `inner_lr`)."""
+  if c.inner_lr is None:
+    raise ValueError(f'{c.algo} on {c.dataset} needs inner_lr (--inner-lr)')
+  return optimizer(c.inner_opt, c.inner_lr)
+
+
+def predictor_recipe(make: Callable[[Config, ApplyFn, LossFn, MetricsFn | None], MetaLearner]
+                     ) -> Callable[[Config, Data], Recipe]:
+  """A registry `build` for a learner of the dataset's predictor: `make(config, apply_fn, loss_fn, metrics_fn)`.
+  The learner trains and is tested at the same ways, as the predictor's head fixes them."""
+
+  def build(c: Config, data: Data) -> Recipe:
+    model = data.model('predictor')
+    learner = make(c, model.apply, data.loss_fn, data.metrics_fn)
+    return Recipe(lambda key: model.init(key, data.example_x), learner, learner)
+
+  return build

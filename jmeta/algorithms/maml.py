@@ -5,9 +5,11 @@ from __future__ import annotations
 import optax
 
 from jmeta import losses
-from jmeta.algorithms._gradient_based import LossFn, MetricsFn, gradient_based
+from jmeta.algorithms._gradient_based import (INNER_OPTIONS, OMNIGLOT_FINN2017, REMAT, SINUSOID_FINN2017, LossFn,
+                                              MetricsFn, gradient_based, inner_optimizer, predictor_recipe)
 from jmeta.base import ApplyFn, MetaLearner
-from jmeta.inner import Mask, as_optimizer
+from jmeta.experiments import Algorithm, Published, register_algorithm
+from jmeta.inner import Mask, as_optimizer, path_mask
 
 
 def maml(
@@ -62,3 +64,34 @@ def anil(apply_fn: ApplyFn, mask: Mask, inner_opt: optax.GradientTransformation 
   if mask is None:
     raise ValueError('anil needs a mask selecting the parameters to adapt, e.g. jmeta.path_mask("head")')
   return maml(apply_fn, inner_opt, steps, mask=mask, **kwargs)
+
+
+def _recipe(*, first_order: bool = False, head_only: bool = False):
+  return predictor_recipe(lambda c, apply_fn, loss_fn, metrics_fn: maml(
+      apply_fn, inner_optimizer(c), c.inner_steps, first_order=first_order,
+      mask=path_mask('head') if head_only else None, remat=c.remat, loss_fn=loss_fn, metrics_fn=metrics_fn))
+
+
+_PUBLISHED = {'sinusoid': SINUSOID_FINN2017, 'omniglot': OMNIGLOT_FINN2017}
+
+register_algorithm(Algorithm(
+    name='maml', family='gradient-based', title='MAML', paper='Finn, Abbeel & Levine, 2017, arXiv:1703.03400',
+    options=INNER_OPTIONS + (REMAT,), published=_PUBLISHED, build=_recipe(), fixed_ways=True,
+    results=(
+        # Li et al. (2017), table 1: MSE after one inner step.
+        *(Published('sinusoid', {'shots': k, 'inner_steps': 1}, 'mse', v, 'Li et al. (2017), table 1')
+          for k, v in ((5, 1.13), (10, 0.77), (20, 0.48))),
+        Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 98.7, 'Finn et al. (2017), table 1'),
+        Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 99.9, 'Finn et al. (2017), table 1'),
+    )))
+register_algorithm(Algorithm(
+    name='fomaml', family='gradient-based', title='first-order MAML',
+    paper='Finn, Abbeel & Levine, 2017, arXiv:1703.03400, section 5.2', options=INNER_OPTIONS + (REMAT,),
+    published=_PUBLISHED, build=_recipe(first_order=True), fixed_ways=True,
+    results=(Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 98.3, 'Finn et al. (2017), table 1'),
+             Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 99.2, 'Finn et al. (2017), table 1'))))
+# Raghu et al. (2020) give no Omniglot or sinusoid settings of their own; ANIL takes MAML's.
+register_algorithm(Algorithm(
+    name='anil', family='gradient-based', title='ANIL', paper='Raghu, Raghu, Bengio & Vinyals, 2020, '
+    'arXiv:1909.09157', options=INNER_OPTIONS + (REMAT,), published=_PUBLISHED, build=_recipe(head_only=True),
+    fixed_ways=True))

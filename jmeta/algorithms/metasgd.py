@@ -9,9 +9,11 @@ import jax.numpy as jnp
 import optax
 
 from jmeta import losses
-from jmeta.algorithms._gradient_based import LossFn, MetricsFn, gradient_based
+from jmeta.algorithms._gradient_based import (INNER_OPTIONS, OMNIGLOT_FINN2017, REMAT, SINUSOID_FINN2017, LossFn,
+                                              MetricsFn, gradient_based, predictor_recipe)
 from jmeta.base import ApplyFn, MetaLearner, Params
 from jmeta.checks import check_learning_rate
+from jmeta.experiments import Algorithm, Published, register_algorithm
 from jmeta.inner import Mask, partition, resolve_mask
 
 
@@ -72,3 +74,23 @@ def metasgd(
 
   return gradient_based(apply_fn, init=init, unpack=unpack, steps=steps, first_order=first_order, mask=mask,
                         loss_fn=loss_fn, metrics_fn=metrics_fn, remat=remat)
+
+
+_STEPS = tuple(o for o in INNER_OPTIONS if o.name in ('inner_steps', 'eval_inner_steps'))  # the step sizes are learned
+
+register_algorithm(Algorithm(
+    name='metasgd', family='gradient-based', title='Meta-SGD', paper='Li, Zhou, Chen & Li, 2017, arXiv:1707.09835',
+    options=_STEPS + (REMAT,),
+    # Li et al. (2017): one inner step with learned step sizes initialised in [0.005, 0.1]. The paper gives no
+    # sinusoid budget, so it gets Finn et al.'s; on Omniglot Finn et al.'s too, but the learned step is taken
+    # once at test time, as in training.
+    published={'sinusoid': SINUSOID_FINN2017, 'omniglot': {**OMNIGLOT_FINN2017, 'eval_inner_steps': 1}},
+    build=predictor_recipe(lambda c, apply_fn, loss_fn, metrics_fn: metasgd(
+        apply_fn, c.inner_steps, remat=c.remat, loss_fn=loss_fn, metrics_fn=metrics_fn)),
+    fixed_ways=True,
+    results=(
+        *(Published('sinusoid', {'shots': k, 'inner_steps': 1}, 'mse', v, 'Li et al. (2017), table 1')
+          for k, v in ((5, 0.90), (10, 0.53), (20, 0.31))),
+        Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 99.53, 'Li et al. (2017), table 1'),
+        Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 99.93, 'Li et al. (2017), table 1'),
+    )))

@@ -6,9 +6,11 @@ import jax
 import optax
 
 from jmeta import losses
-from jmeta.algorithms._gradient_based import LossFn, MetricsFn, split_loss
+from jmeta.algorithms._gradient_based import (INNER_OPTIONS, OMNIGLOT_FINN2017, SINUSOID_FINN2017, LossFn,
+                                              MetricsFn, inner_optimizer, predictor_recipe, split_loss)
 from jmeta.base import ApplyFn, MetaLearner, Metrics, Params
 from jmeta.checks import check_positive_int
+from jmeta.experiments import Algorithm, register_algorithm
 from jmeta.inner import as_optimizer, inner_loop
 from jmeta.tasks import Split, Task, all_examples, check_task
 
@@ -44,3 +46,13 @@ def pretrained(
 
   return MetaLearner(init=lambda key, model_params: model_params, adapt=adapt, predict=apply_fn, loss=loss,
                      meta_grad=jax.grad(loss, has_aux=True))
+
+
+register_algorithm(Algorithm(
+    name='pretrained', family='baseline', title='the pretrained baseline',
+    paper='Finn, Abbeel & Levine, 2017, arXiv:1703.03400 (baseline)', options=INNER_OPTIONS,
+    # Finn et al. (2017): fine-tuned at test time with MAML's inner step size, on MAML's budget.
+    published={'sinusoid': SINUSOID_FINN2017, 'omniglot': OMNIGLOT_FINN2017},
+    build=predictor_recipe(lambda c, apply_fn, loss_fn, metrics_fn: pretrained(
+        apply_fn, inner_optimizer(c), c.inner_steps, loss_fn=loss_fn, metrics_fn=metrics_fn)),
+    fixed_ways=True))

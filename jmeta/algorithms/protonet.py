@@ -1,86 +1,17 @@
-"""Prototypical Networks (Snell, Swersky and Zemel, 2017, arXiv:1703.05175) and the metric learners' shared checks."""
+"""Prototypical Networks (Snell, Swersky and Zemel, 2017, arXiv:1703.05175)."""
 
 from __future__ import annotations
 
-import operator
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jmeta import losses
+from jmeta.algorithms._metric_based import (OMNIGLOT_EPISODES, EmbedFn, check_embeddings, check_support, check_ways,
+                                            embed, embedding_recipe, query_cross_entropy)
 from jmeta.base import MetaLearner, Params
-from jmeta.tasks import Split, Task, check_task
-
-EmbedFn = Callable[..., jax.Array]
-"""`embed_fn(params, x) -> embeddings` for `x: [examples, *input_shape]`; with `transductive=False` a learner calls
-`embed_fn(params, x, reference=support_x)` for the query (as `jmeta.models.conv4.functional(...).apply` accepts)."""
-
-
-def check_ways(ways: Any, name: str) -> int:
-  """`ways` as a Python int >= 1, or `ValueError`."""
-  try:
-    ways = operator.index(ways)
-  except TypeError:
-    raise ValueError(f'{name}: ways must be a static Python int; got {ways!r}') from None
-  if ways < 1:
-    raise ValueError(f'{name}: ways must be at least 1; got {ways}')
-  return ways
-
-
-def _concrete(a: jax.Array) -> np.ndarray | None:
-  try:
-    return np.asarray(a)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
-def check_labels(split: Split, ways: int, where: str) -> None:
-  """Raises `ValueError` unless `split.y` is integer class labels `[examples]` in `0..ways-1`.
-
-  Shapes and dtypes are checked at trace time; the values only when they are concrete (outside `jit` and `vmap`).
-  """
-  x, y = split
-  if jnp.ndim(x) < 1 or jnp.ndim(y) != 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
-    hint = (f' (one-hot targets with {jnp.shape(y)[1]} columns for ways={ways}?)' if jnp.ndim(y) == 2 else '')
-    raise ValueError(f'{where}: expected x [examples, ...] and integer labels y [examples]; got x {jnp.shape(x)}, '
-                     f'y {jnp.shape(y)}{hint}')
-  if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
-    raise ValueError(f'{where}: labels must be integers in 0..{ways - 1}; got dtype {jnp.result_type(y)}')
-  values = _concrete(y)
-  if values is not None and values.size and (values.min() < 0 or values.max() >= ways):
-    raise ValueError(f'{where}: labels must lie in 0..{ways - 1} for ways={ways}; got values from {values.min()} '
-                     f'to {values.max()}')
-
-
-def check_support(support: Split, ways: int, name: str) -> None:
-  """`check_labels` for a support set, which also needs at least `ways` examples."""
-  check_labels(support, ways, f'{name}: support')
-  n = jnp.shape(support.y)[0]
-  if n < ways:
-    raise ValueError(f'{name}: the support set has {n} examples but ways={ways}; each class needs at least one')
-
-
-def check_classification_task(task: Task, ways: int, name: str) -> None:
-  """`check_task`, then `check_support` and `check_labels` for the query."""
-  check_task(task, f'{name} task')
-  check_support(task.support, ways, name)
-  check_labels(task.query, ways, f'{name}: query')
-
-
-def check_embeddings(z: jax.Array, n: int, name: str, dim: int | None = None) -> jax.Array:
-  """Raises `ValueError` unless `z` is `[n, dim]` (any `dim` when None); returns `z`."""
-  if jnp.ndim(z) != 2 or jnp.shape(z)[0] != n or (dim is not None and jnp.shape(z)[1] != dim):
-    want = f'[{n}, {dim if dim is not None else "dim"}]'
-    raise ValueError(f'{name}: embed_fn must return embeddings {want} for {n} examples; got shape {jnp.shape(z)}')
-  return z
-
-
-def embed(embed_fn: EmbedFn, params: Params, x: jax.Array, reference: jax.Array | None) -> jax.Array:
-  """`embed_fn(params, x)`, or `embed_fn(params, x, reference=reference)` when a reference is given."""
-  return embed_fn(params, x) if reference is None else embed_fn(params, x, reference=reference)
-
+from jmeta.experiments import Algorithm, Published, register_algorithm
+from jmeta.tasks import Split
 
 def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   """Squared Euclidean distances `[n, m]` between rows of `a: [n, dim]` and `b: [m, dim]`."""
@@ -108,34 +39,6 @@ class ProtoNetState(NamedTuple):
   params: Params
   prototypes: jax.Array
   reference: jax.Array | None
-
-
-class SupportEmbeddings(NamedTuple):
-  """What Matching and Siamese networks' `adapt` returns.
-
-  Attributes:
-    params: the meta-parameters, to embed queries (and compare them).
-    support: `[support, dim]`, the support embeddings.
-    labels: `[support, ways]`, the one-hot support labels.
-    reference: the support inputs when queries are embedded non-transductively, else None.
-  """
-  params: Params
-  support: jax.Array
-  labels: jax.Array
-  reference: jax.Array | None
-
-
-def query_cross_entropy(adapt: Callable, predict: Callable, ways: int, name: str) -> Callable:
-  """`loss(params, task) -> (loss, {'loss', 'accuracy'})`: cross-entropy of `predict(adapt(...))` on the query set,
-  whose outputs are logits or log-probabilities `[queries, ways]`."""
-
-  def loss(params: Params, task: Task) -> tuple[jax.Array, dict[str, jax.Array]]:
-    check_classification_task(task, ways, name)
-    logits = predict(adapt(params, task.support), task.query.x)
-    value = losses.cross_entropy(logits, task.query.y)
-    return value, {'loss': value, 'accuracy': losses.accuracy(logits, task.query.y)}
-
-  return loss
 
 
 def protonet(embed_fn: EmbedFn, ways: int, *, transductive: bool = True) -> MetaLearner:
@@ -173,3 +76,14 @@ def protonet(embed_fn: EmbedFn, ways: int, *, transductive: bool = True) -> Meta
 
   loss = query_cross_entropy(adapt, predict, ways, 'protonet')
   return MetaLearner(init, adapt, predict, loss, jax.grad(loss, has_aux=True))
+
+
+register_algorithm(Algorithm(
+    name='protonet', family='metric-based', title='prototypical networks',
+    paper='Snell, Swersky & Zemel, 2017, arXiv:1703.05175', options=(),
+    # Snell et al. (2017): 60-way episodes with 5 queries per class for training; Adam 1e-3 halved every 2,000
+    # episodes.
+    published={'omniglot': {**OMNIGLOT_EPISODES, 'train_ways': 60, 'queries': 5, 'outer_halve_every': 2000}},
+    build=embedding_recipe('embedding', lambda c, embed_fn, ways, shape: protonet(embed_fn, ways)),
+    results=(Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 98.8, 'Snell et al. (2017), table 1'),
+             Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 99.7, 'Snell et al. (2017), table 1'))))

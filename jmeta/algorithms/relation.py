@@ -10,8 +10,10 @@ import jax.numpy as jnp
 
 from jmeta import losses
 from jmeta import nn as jnn
-from jmeta.algorithms.protonet import (EmbedFn, check_classification_task, check_support, check_ways, embed)
+from jmeta.algorithms._metric_based import (OMNIGLOT_EPISODES, EmbedFn, check_classification_task, check_support,
+                                            check_ways, embed, embedding_recipe)
 from jmeta.base import MetaLearner, Params
+from jmeta.experiments import Algorithm, Published, register_algorithm
 from jmeta.models.conv4 import ConvBlock, functional
 from jmeta.tasks import Split, Task
 
@@ -135,3 +137,16 @@ def relation_net(embed_fn: EmbedFn, ways: int, feature_shape: Sequence[int], *,
     return value, {'loss': value, 'accuracy': losses.accuracy(scores, task.query.y)}
 
   return MetaLearner(init, adapt, predict, loss, jax.grad(loss, has_aux=True))
+
+
+register_algorithm(Algorithm(
+    name='relation', family='metric-based', title='relation networks',
+    paper='Sung, Yang, Zhang, Xiang, Torr & Hospedales, 2018, arXiv:1711.06025', options=(),
+    # Sung et al.'s code: Adam 1e-3 halved every 100,000 episodes (StepLR), 19 queries per class at 1 shot.
+    published={'omniglot': {**OMNIGLOT_EPISODES, 'outer_halve_every': 100_000,
+                            'queries': lambda f: 19 if f['shots'] == 1 else 15}},
+    build=embedding_recipe('feature_map', lambda c, embed_fn, ways, shape: relation_net(embed_fn, ways, shape)),
+    results=(
+        Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 99.6, 'Sung et al. (2018), table 1'),
+        Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 99.8, 'Sung et al. (2018), table 1'),
+    )))

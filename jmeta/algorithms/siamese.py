@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import optax
 
 from jmeta import losses
-from jmeta.algorithms.protonet import (EmbedFn, SupportEmbeddings, check_classification_task, check_embeddings,
-                                       check_support, check_ways, embed)
+from jmeta.algorithms._metric_based import (OMNIGLOT_EPISODES, EmbedFn, SupportEmbeddings, check_classification_task,
+                                            check_embeddings, check_support, check_ways, embed, embedding_recipe)
 from jmeta.base import MetaLearner, Params
+from jmeta.experiments import Algorithm, Published, register_algorithm
 from jmeta.tasks import Split, Task
 
 
@@ -95,3 +96,14 @@ def siamese_net(embed_fn: EmbedFn, ways: int, embed_dim: int, *, balanced: bool 
     return value, metrics
 
   return MetaLearner(init, adapt, predict, loss, jax.grad(loss, has_aux=True))
+
+
+register_algorithm(Algorithm(
+    name='siamese', family='metric-based', title='siamese networks',
+    paper='Koch, Zemel & Salakhutdinov, 2015, ICML Deep Learning Workshop', options=(),
+    published={'omniglot': OMNIGLOT_EPISODES},
+    build=embedding_recipe('embedding', lambda c, embed_fn, ways, shape: siamese_net(embed_fn, ways, shape[-1])),
+    results=(
+        Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 96.7, 'Vinyals et al. (2016), table 1'),
+        Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 98.4, 'Vinyals et al. (2016), table 1'),
+    )))

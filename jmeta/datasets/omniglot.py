@@ -37,6 +37,8 @@ NUM_BACKGROUND = 964
 NUM_EVALUATION = 659
 DRAWINGS = 20
 SOURCE_SIZE = 105
+SPLITS = ('vinyals', 'lake')
+"""The split protocols of `splits`."""
 SEED = 0
 """Seed of `np.random.RandomState(SEED).permutation(1623)`, the fixed character order of the 'vinyals' split."""
 
@@ -423,3 +425,76 @@ def run_tasks(runs: Runs) -> Task:
   num_runs, ways = runs.labels.shape
   support_y = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32), (num_runs, ways))
   return Task(Split(jnp.asarray(runs.train), support_y), Split(jnp.asarray(runs.test), jnp.asarray(runs.labels)))
+
+
+def _models(c):
+  """conv4 as each learner needs it: Finn et al.'s classifier (stride 2, a `ways`-way head), Snell et al.'s
+  embedding (max-pooling) or Sung et al.'s feature maps."""
+  from jmeta.models import conv4
+
+  def model(role: str):
+    if role == 'predictor':
+      return conv4.functional(conv4.Classifier(conv4.conv4_maml(c.filters), c.ways))
+    if role == 'embedding':
+      return conv4.functional(conv4.conv4_protonet(c.filters))
+    if role == 'feature_map':
+      return conv4.functional(conv4.conv4_relation(c.filters))
+    raise ValueError(f'omniglot provides predictor, embedding and feature_map models, not {role!r}')
+
+  return model
+
+
+def _load(c, data_dir: str | None = None):
+  """The registry's Omniglot: episodes of the split's train, validation and test characters, conv4 models."""
+  from jmeta import losses
+  from jmeta.datasets.episodes import episodes
+  from jmeta.experiments import Data
+  data = load(data_dir)
+  parts = {part: split_images(data, part, c.split) for part in ('train', 'val', 'test')}
+  if not len(parts['val']):
+    parts['val'] = parts['test']  # Lake et al.'s split has no validation characters.
+  rotations = c.split == 'vinyals'
+  train_tasks = episodes(parts['train'], c.train_ways, c.shots, c.queries, rotations=rotations)
+  valid_tasks, test_tasks = (episodes(parts[p], c.ways, c.shots, c.eval_queries, rotations=rotations)
+                             for p in ('val', 'test'))
+  return Data(train_tasks=train_tasks, valid_tasks=valid_tasks, test_tasks=test_tasks, model=_models(c),
+              example_x=parts['train'][:2, 0], loss_fn=losses.cross_entropy,
+              metrics_fn=lambda logits, labels: {'accuracy': losses.accuracy(logits, labels)},
+              score=losses.accuracy, metric='accuracy')
+
+
+def _official_runs(experiment, params, data_dir: str | None, inner_steps: int | None) -> dict:
+  """20-way one-shot accuracy over the 400 trials of Lake et al.'s 20 official runs."""
+  from jmeta.evaluation import correct_predictions, summarize
+  kwargs = {'steps': inner_steps} if experiment.inner_steps else {}
+  hits = correct_predictions(experiment.test_learner, params, run_tasks(load_runs(data_dir)), **kwargs)
+  summary = summarize(hits.ravel())
+  return {'accuracy': summary.mean, 'ci95': summary.ci95, 'ways': 20, 'shots': 1, 'episodes': hits.shape[0],
+          'trials': hits.size, 'protocol': 'lake2015_official_runs'}
+
+
+def _register() -> None:
+  from jmeta.experiments import Dataset, Evaluation, Option, register_dataset
+  register_dataset(Dataset(
+      name='omniglot', kind='classification',
+      summary='1,623 handwritten characters of 50 alphabets, 20 drawings each, 28x28 (Lake et al., 2015)',
+      options=(
+          Option('ways', 'classes per test episode (default 5)', minimum=2),
+          Option('train_ways', 'classes per training episode (default: published, else --ways)', minimum=2,
+                 default=lambda f: f['ways']),
+          Option('shots', 'support examples per class (default 1)'),
+          Option('queries', 'query examples per class while training (default: published, else 15)'),
+          Option('eval_queries', 'query examples per class at validation and test time (default 15)'),
+          Option('split', 'vinyals (1,200 characters + rotations for training, the default) or lake (background / '
+                 'evaluation)', str, default='vinyals', choices=SPLITS),
+          Option('filters', 'conv4 filters (default 64)', default=64),
+      ),
+      # 5-way 1-shot; 15 queries per class while training and testing, as the metric-learning papers do.
+      defaults=dict(ways=5, shots=1, queries=15, eval_queries=15),
+      load=_load,
+      evaluations=(Evaluation('--official-runs', '20-way one-shot accuracy over the 400 trials of the 20 official '
+                              'runs of Lake et al. (2015), from all_runs.zip', _official_runs,
+                              {'ways': 20, 'shots': 1}),)))
+
+
+_register()

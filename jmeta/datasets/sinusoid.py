@@ -8,7 +8,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jmeta import losses
 from jmeta.checks import check_positive_int
+from jmeta.experiments import Data, Dataset, Option, register_dataset
 from jmeta.tasks import Split, Task
 
 
@@ -56,3 +58,33 @@ def wave(key: jax.Array, *, amplitude=(0.1, 5.0), phase=(0.0, math.pi)) -> Wave:
   key_a, key_p = jax.random.split(key)
   return Wave(jax.random.uniform(key_a, (), minval=amplitude[0], maxval=amplitude[1]),
               jax.random.uniform(key_p, (), minval=phase[0], maxval=phase[1]))
+
+
+def _load(c, data_dir=None):
+  """The registry's sinusoid: Finn et al.'s 1-40-40-1 ReLU regressor, squared error, test MSE."""
+  from jmeta.models.mlp import MLP
+  model = MLP(hidden=(40, 40), out=1)
+
+  def models(role: str):
+    if role != 'predictor':
+      raise ValueError(f'sinusoid provides a predictor model (a regressor), not an {role} model')
+    return model
+
+  test_tasks = sinusoid(c.shots, c.eval_queries)
+  return Data(train_tasks=sinusoid(c.shots, c.queries), valid_tasks=test_tasks, test_tasks=test_tasks,
+              model=models, example_x=jnp.zeros((c.shots, 1)), loss_fn=losses.mse, metrics_fn=None,
+              score=losses.mse, metric='mse')
+
+
+register_dataset(Dataset(
+    name='sinusoid', kind='regression',
+    summary='sine waves, amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5] (Finn et al., 2017, section 5.1)',
+    options=(
+        Option('shots', 'support points per task (default 10)'),
+        Option('queries', 'query points per task while training (default: as many as shots)',
+               default=lambda f: f['shots']),
+        Option('eval_queries', 'query points per test task (default 100)'),
+    ),
+    # K = 10 as in the MAML paper; 100 query points per test task estimate each task's MSE closely.
+    defaults=dict(shots=10, eval_queries=100),
+    load=_load))
