@@ -28,6 +28,15 @@ def _add_option(group, option, *, hidden: bool = False) -> None:
                      metavar={int: 'N', float: 'X'}.get(option.type, 'NAME'))
 
 
+def _describe(entry) -> str:
+  """One line on an algorithm (title, family, paper, datasets) or a dataset (kind, summary) for `--help`."""
+  from jmeta import experiments
+  if isinstance(entry, experiments.Dataset):
+    return f'{entry.kind}: {entry.summary}.' + ('' if entry.options else ' No options of its own.')
+  own = '' if entry.options else ' No options of its own.'
+  return f'{entry.title} ({entry.family}; {entry.paper}). Runs on {", ".join(entry.published)}.{own}'
+
+
 def _train_parser(algorithm=None, dataset=None) -> argparse.ArgumentParser:
   """`jmeta train`'s parser: the run's flags, then `dataset`'s and `algorithm`'s own (every other registered
   option parses too, unlisted, so that using one names the algorithm or dataset it belongs to)."""
@@ -56,8 +65,8 @@ def _train_parser(algorithm=None, dataset=None) -> argparse.ArgumentParser:
     _add_option(run, option)
   shown = {o.name for o in experiments.RUN_OPTIONS}
   for entry, kind in ((dataset, 'dataset'), (algorithm, 'algorithm')):
-    if entry is not None and entry.options:
-      group = parser.add_argument_group(f'{entry.name} ({kind}) options')
+    if entry is not None:
+      group = parser.add_argument_group(f'{entry.name} ({kind}) options', _describe(entry))
       for option in entry.options:
         if option.name not in shown:
           _add_option(group, option)
@@ -82,7 +91,10 @@ def parse_train(argv: Sequence[str]) -> argparse.Namespace:
   algorithm = dataset = None
   if known.algo is not None:
     algorithm = experiments.get_algorithm(known.algo)
-    dataset = experiments.get_dataset(known.dataset or experiments.DEFAULT_DATASET)
+    name = known.dataset or experiments.DEFAULT_DATASET
+    if known.dataset is None and name not in algorithm.published and ({'-h', '--help'} & set(argv)):
+      name = next(iter(algorithm.published))  # the help of `--algo protonet` shows a dataset protonet runs on
+    dataset = experiments.get_dataset(name)
   args = _train_parser(algorithm, dataset).parse_args(argv)
   args.command = 'train'
   return args

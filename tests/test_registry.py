@@ -51,7 +51,7 @@ def _help(argv, capsys) -> str:
   with pytest.raises(SystemExit) as done:
     cli.main(argv + ['--help'])
   assert done.value.code == 0
-  return capsys.readouterr().out
+  return ' '.join(capsys.readouterr().out.split())  # argparse wraps lines to the terminal: compare words
 
 
 def test_train_help_lists_the_chosen_algorithm_and_dataset_options_only(capsys):
@@ -63,6 +63,10 @@ def test_train_help_lists_the_chosen_algorithm_and_dataset_options_only(capsys):
   assert '--inner-lr' not in matching and '--inner-batch' not in matching
   maml = _help(['train', '--algo', 'maml'], capsys)
   assert '--remat' in maml and '--eval-queries' in maml and '--filters' not in maml and '--split' not in maml
+  assert 'MAML (gradient-based; Finn, Abbeel & Levine, 2017, arXiv:1703.03400). Runs on sinusoid, omniglot.' in maml
+  protonet = _help(['train', '--algo', 'protonet'], capsys)  # does not run on sinusoid: shows omniglot's options
+  assert '--filters' in protonet and '--eval-queries' in protonet and 'No options of its own.' in protonet
+  assert 'Runs on omniglot.' in protonet
   bare = _help(['train'], capsys)
   assert 'maml, fomaml, anil' in bare and '--algo A [--dataset D] --help' in bare
 
