@@ -38,9 +38,9 @@ def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_st
   keys = experiments.keys(c.seed)
   state = jax.jit(lambda kt, km: init_state(experiment.learner, experiment.outer_opt, kt,
                                             experiment.init_model(km)))(keys['train'], keys['model'])
-  record = {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'meta_batch': c.meta_batch,
-            'train_inner_steps': c.inner_steps, 'inner_lr': c.inner_lr, 'outer_lr': c.outer_lr,
-            'outer_opt': c.outer_opt, 'published_1step': PUBLISHED.get(algo, {}).get(shots),
+  # Each algorithm has its own fields (Meta-SGD learns its inner rates, so has no inner_lr): record them all.
+  record = {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'config': c.to_json(),
+            'published_1step': PUBLISHED.get(algo, {}).get(shots),
             'command': f'jmeta train --algo {algo} --dataset sinusoid --shots {shots} --seed {seed} --out DIR'}
   t0 = time.perf_counter()
   try:
