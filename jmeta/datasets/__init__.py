@@ -1,6 +1,7 @@
-"""Task distributions: pure samplers `key -> Task`. Omniglot's reader is `jmeta.datasets.omniglot`."""
+"""Task distributions: pure samplers `key -> Task` (or `SequenceTask`). Omniglot's reader is `jmeta.datasets.omniglot`."""
 
 from jmeta.datasets.episodes import episodes
+from jmeta.datasets.sequences import label_sequences
 from jmeta.datasets.sinusoid import Wave, sinusoid, wave
 
-__all__ = ['Wave', 'episodes', 'sinusoid', 'wave']
+__all__ = ['Wave', 'episodes', 'label_sequences', 'sinusoid', 'wave']
