@@ -32,7 +32,8 @@ def python_rollout(env, policy, policy_params, env_params, key, steps, carry):
   """`rollout` as a Python loop over `env.reset` and `env.step`, with the keys its docstring names."""
   reset_key, scan_key = jax.random.split(key)
   state, obs = env.reset(reset_key, env_params)
-  prev = (jnp.zeros(env.action.shape, env.action.dtype), jnp.float32(0), jnp.bool_(True))
+  first = -1 if jnp.issubdtype(env.action.dtype, jnp.integer) else 0
+  prev = (jnp.full(env.action.shape, first, env.action.dtype), jnp.float32(0), jnp.bool_(True))
   out = []
   for step_key in jax.random.split(scan_key, steps):
     policy_key, env_key, reset_key = jax.random.split(step_key, 3)
@@ -110,6 +111,8 @@ def test_bandit_trial_vmapped_over_tasks_equals_a_loop_of_python_rollouts():
   trial = quick_jit(jax.vmap(lambda p, k: rollout(env, bandit_policy, policy_params, p, k, 10, jnp.zeros(4))))
   got = trial(tasks, keys)
   assert got.reward.shape == (3, 10) and got.action.dtype == jnp.int32 and bool(got.done.all())
+  np.testing.assert_array_equal(got.aux[0][:, 0], -1)  # no previous action at a trial's first step
+  np.testing.assert_array_equal(got.aux[0][:, 1:], got.action[:, :-1])
   for i in range(3):
     task = jax.tree.map(lambda a: a[i], tasks)
     want = python_rollout(env, bandit_policy, policy_params, task, keys[i], 10, jnp.zeros(4))

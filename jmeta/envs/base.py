@@ -22,8 +22,8 @@ class Environment(NamedTuple):
     step: `(key, state, action, params) -> (state, obs, reward, done)`: `reward` a float32 scalar, `done` a bool
       scalar that ends the episode (the rollout then resets; `step` itself never does).
     observation: shape and dtype of one observation, `jax.ShapeDtypeStruct` (to initialise a policy).
-    action: shape and dtype of one action, `jax.ShapeDtypeStruct`; the rollout feeds zeros of it as the previous
-      action at a trial's first step.
+    action: shape and dtype of one action, `jax.ShapeDtypeStruct`; at a trial's first step the rollout feeds the
+      policy -1 (integer actions) or zeros as the previous action (`jmeta.envs.rollout.no_action`).
 
   `reset` and `step` take their arguments in gymnax's order (`env.reset(key, params)`,
   `env.step(key, state, action, params)`) and return the state first, as a `lax.scan` carry; a gymnax environment
@@ -44,8 +44,9 @@ class Policy(Protocol):
     """`(carry, action, aux)` for one step.
 
     `carry` is the policy's memory (an RNN state for RL^2, `()` for a feedforward policy); it persists across the
-    episodes of a trial. `prev_action`, `prev_reward` and `done` are the previous step's (zeros, 0 and True at a
-    trial's first step; `done` True means `obs` starts a new episode): RL^2 feeds them to its recurrent network
+    episodes of a trial. `prev_action`, `prev_reward` and `done` are the previous step's (at a trial's first step
+    -1 for integer actions or zeros, 0, and True; `done` True means `obs` starts a new episode): RL^2 feeds them,
+    the action one-hot, to its recurrent network
     (Duan et al., 2016, arXiv:1611.02779, section 2.2), other policies ignore them. `aux` is what the learner
     needs later of each step (log-probabilities, values); the rollout stacks it.
     """

@@ -31,6 +31,13 @@ class Trajectory(NamedTuple):
   aux: PyTree
 
 
+def no_action(env: Environment) -> jax.Array:
+  """The previous action a policy sees at a trial's first step: -1 for integer actions (`jax.nn.one_hot(-1, n)` is
+  all zeros, as RL^2's input is before any action), zeros otherwise."""
+  fill = -1 if jnp.issubdtype(env.action.dtype, jnp.integer) else 0
+  return jnp.full(env.action.shape, fill, env.action.dtype)
+
+
 def rollout(env: Environment, policy: Policy, policy_params: PyTree, env_params: EnvParams, key: jax.Array,
             steps: int, carry: PyTree = ()) -> Trajectory:
   """`steps` steps of `policy` in the task `env_params`, resetting after each `done`: a trial, as a `Trajectory`.
@@ -58,8 +65,7 @@ def rollout(env: Environment, policy: Policy, policy_params: PyTree, env_params:
   steps = check_positive_int(steps, 'steps')
   reset_key, scan_key = jax.random.split(key)
   state, obs = env.reset(reset_key, env_params)
-  start = (carry, state, obs, jnp.zeros(env.action.shape, env.action.dtype), jnp.zeros((), jnp.float32),
-           jnp.ones((), jnp.bool_))
+  start = (carry, state, obs, no_action(env), jnp.zeros((), jnp.float32), jnp.ones((), jnp.bool_))
 
   def one_step(c, step_key):
     carry, state, obs, prev_action, prev_reward, prev_done = c
