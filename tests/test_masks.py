@@ -47,7 +47,8 @@ def test_masked_losses_equal_the_losses_of_the_real_examples():
   logits, labels = jax.random.normal(key, (7, 5)), jax.random.randint(key, (7,), 0, 5)
   mask = jnp.array([True, False, True, True, False, True, False])
   rows = np.flatnonzero(mask)
-  fns = {'ce': jmeta.losses.cross_entropy, 'acc': jmeta.losses.accuracy, 'mse': lambda p, t: jmeta.losses.mse(p, jax.nn.one_hot(t, 5))}
+  fns = {'ce': jmeta.losses.cross_entropy, 'acc': jmeta.losses.accuracy,
+         'mse': lambda p, t: jmeta.losses.mse(p, jax.nn.one_hot(t, 5))}
   both = jmeta.losses.masked(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
   got, unmasked = quick_jit(lambda *a: (both(*a), both(*a[:2])))(logits, labels, mask)
   for name, fn in fns.items():

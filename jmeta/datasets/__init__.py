@@ -1,4 +1,4 @@
-"""Task distributions: pure samplers `key -> Task` (or `SequenceTask`). Omniglot's reader is `jmeta.datasets.omniglot`."""
+"""Task distributions: pure samplers `key -> Task`, or `SequenceTask`. Omniglot: `jmeta.datasets.omniglot`."""
 
 from jmeta.datasets.episodes import episodes
 from jmeta.datasets.gp import gp_functions, gp_sample, rbf_kernel
