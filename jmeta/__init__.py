@@ -1,19 +1,22 @@
 """jmeta: meta-learning and few-shot learning as pure JAX functions."""
 
-from jmeta import algorithms, datasets, losses, models
+from jmeta import algorithms, datasets, envs, losses, models, sequences
 from jmeta.algorithms import (anil, fomaml, maml, matching_net, metasgd, path_mask, pretrained, protonet, relation_net,
                               reptile, siamese_net)
 from jmeta.base import MetaLearner
+from jmeta.envs import Environment, Trajectory, rollout
 from jmeta.evaluation import Summary, evaluator, summarize
 from jmeta.inner import inner_loop
+from jmeta.sequences import SequenceTask, check_sequence_task, shifted_labels
 from jmeta.tasks import Split, Task, check_meta_batch, check_task, task_spec
 from jmeta.training import TrainState, fit, init_state, meta_step
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'MetaLearner', 'Split', 'Summary', 'Task', 'TrainState', 'algorithms', 'anil', 'check_meta_batch', 'check_task',
-    'datasets', 'evaluator', 'fit', 'fomaml', 'init_state', 'inner_loop', 'losses', 'maml', 'matching_net', 'meta_step',
-    'metasgd', 'models', 'path_mask', 'pretrained', 'protonet', 'relation_net', 'reptile', 'siamese_net', 'summarize',
-    'task_spec',
+    'Environment', 'MetaLearner', 'SequenceTask', 'Split', 'Summary', 'Task', 'TrainState', 'Trajectory', 'algorithms',
+    'anil', 'check_meta_batch', 'check_sequence_task', 'check_task', 'datasets', 'envs', 'evaluator', 'fit', 'fomaml',
+    'init_state', 'inner_loop', 'losses', 'maml', 'matching_net', 'meta_step', 'metasgd', 'models', 'path_mask',
+    'pretrained', 'protonet', 'relation_net', 'reptile', 'rollout', 'sequences', 'shifted_labels', 'siamese_net',
+    'summarize', 'task_spec',
 ]

@@ -1,4 +1,20 @@
-"""The meta-learner interface: a NamedTuple of pure functions, as optax's `GradientTransformation`."""
+"""The meta-learner interface: a NamedTuple of pure functions, as optax's `GradientTransformation`.
+
+One interface for every task kind; what `support` and `x` are depends on the kind:
+- few-shot classification and regression (`Task`): `adapt(params, task.support)`, `predict(adapted, query.x)`.
+- function regression (`Task` with masked splits, `jmeta.datasets.gp_functions`): the same; the support set is the
+  context points, the query set the targets, and losses average over real points (`jmeta.losses.masked`). A neural
+  process's `adapt` is its encoder and aggregation, its `predict` the decoder.
+- sequences (`jmeta.SequenceTask`): the sequence is both support and query. `adapt(params, prefix)` returns the
+  learner's state after reading a prefix (an empty one for training), `predict(state, sequence)` the logits
+  `[steps, classes]` of a whole sequence in one `lax.scan`, and `loss(params, sequence)` their cross-entropy.
+- environments (`jmeta.envs`): an RL learner needs one more pure function, `jmeta.rollout(env, policy, ...)`, to
+  gather data; its support is a batch of `Trajectory` from the task (MAML-RL adapts on trajectories of the
+  pre-update policy) and its `loss(params, (env_params, key))` rolls out inside, so it stays differentiable and
+  vmappable over tasks. RL^2's `adapt` is the identity: it learns inside one rollout through the policy's carry.
+`jmeta.meta_step`, `fit` and `evaluator` take `Task` meta-batches; the other kinds call `jax.vmap(learner.loss)` and an
+optax update directly.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmeta import losses
 from jmeta.base import MetaLearner, Params
 from jmeta.checks import check_positive_int
 from jmeta.tasks import Task, as_pytree
@@ -44,7 +45,8 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
   whatever `batch_size` is.
 
   Args:
-    learner, sample, score: what to evaluate, on which tasks, and how to score a query set.
+    learner, sample, score: what to evaluate, on which tasks, and how to score a query set (its real examples,
+      when the query set has a mask: `score` is then a mean over examples).
     steps: inner steps at test time (passed to `learner.adapt`); a sequence, e.g. `range(11)`, scores every
       count in one compiled program, and `scores` returns `[episodes, len(steps)]` instead of `[episodes]`.
     adapt_kwargs: other keyword arguments of `learner.adapt`.
@@ -59,13 +61,15 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
   def adapt(params: Params, support, count):
     return learner.adapt(params, support, **adapt_kwargs, **({} if count is None else {'steps': count}))
 
+  masked_score = losses.masked(score)
+
   @functools.partial(jax.jit, static_argnums=4)
   def run(params: Params, key: jax.Array, start: jax.Array, sample: Callable[[jax.Array], Task],
           size: int) -> jax.Array:
     def one(index: jax.Array) -> jax.Array:
       task = sample(jax.random.fold_in(key, index))
-      return jnp.stack([score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y)
-                        for c in counts])
+      return jnp.stack([masked_score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y,
+                                     task.query.mask) for c in counts])
     return jax.lax.map(one, start + jnp.arange(size), batch_size=min(vmap_size, size))
 
   tasks = as_pytree(sample)

@@ -7,6 +7,7 @@ from typing import Callable
 import jax
 import optax
 
+from jmeta import losses
 from jmeta.base import ApplyFn, InitFn, MetaLearner, Metrics, Params
 from jmeta.checks import check_positive_int
 from jmeta.experiments import OPTIMIZERS, Config, Data, Option, Recipe, optimizer
@@ -20,8 +21,8 @@ MetricsFn = Callable[[jax.Array, jax.Array], Metrics]
 
 
 def split_loss(apply_fn: ApplyFn, loss_fn: LossFn, params: Params, split: Split) -> jax.Array:
-  """`loss_fn` of the model's predictions on one split."""
-  return loss_fn(apply_fn(params, split.x), split.y)
+  """`loss_fn` of the model's predictions on one split, over its real examples if it has a mask."""
+  return losses.masked(loss_fn)(apply_fn(params, split.x), split.y, split.mask)
 
 
 def gradient_based(
@@ -38,6 +39,8 @@ def gradient_based(
 ) -> MetaLearner:
   """A meta-learner whose meta-loss is the query loss after an inner loop on the support set.
 
+  Splits with a mask (padded tasks) are honoured: the inner and query losses average over the real examples, which
+  needs `loss_fn` and `metrics_fn` to be means over examples.
   `unpack(params) -> (model_params, inner_opt)` says where the model's initialisation lives in the meta-params
   and which optimizer adapts it (for Meta-SGD, one built from learned step sizes).
   """
@@ -57,10 +60,10 @@ def gradient_based(
     check_task(task)
     fast, support_losses = run_inner(params, task.support, steps)
     predictions = apply_fn(fast, task.query.x)
-    query_loss = loss_fn(predictions, task.query.y)
+    query_loss = losses.masked(loss_fn)(predictions, task.query.y, task.query.mask)
     metrics = {'loss': query_loss, 'support_loss': support_losses[0]}
     if metrics_fn is not None:
-      metrics.update(metrics_fn(predictions, task.query.y))
+      metrics.update(losses.masked(metrics_fn)(predictions, task.query.y, task.query.mask))
     return query_loss, metrics
 
   return MetaLearner(init=init, adapt=adapt, predict=apply_fn, loss=loss,

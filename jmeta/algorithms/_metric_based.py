@@ -13,7 +13,7 @@ import numpy as np
 from jmeta import losses
 from jmeta.base import MetaLearner, Params
 from jmeta.experiments import Config, Data, Recipe
-from jmeta.tasks import Split, Task, check_task
+from jmeta.tasks import Split, Task, check_task, check_unmasked
 
 EmbedFn = Callable[..., jax.Array]
 """`embed_fn(params, x) -> embeddings` for `x: [examples, *input_shape]`; with `transductive=False` a learner calls
@@ -43,7 +43,8 @@ def check_labels(split: Split, ways: int, where: str) -> None:
 
   Shapes and dtypes are checked at trace time; the values only when they are concrete (outside `jit` and `vmap`).
   """
-  x, y = split
+  check_unmasked(split, where)
+  x, y = split.x, split.y
   if jnp.ndim(x) < 1 or jnp.ndim(y) != 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
     hint = (f' (one-hot targets with {jnp.shape(y)[1]} columns for ways={ways}?)' if jnp.ndim(y) == 2 else '')
     raise ValueError(f'{where}: expected x [examples, ...] and integer labels y [examples]; got x {jnp.shape(x)}, '

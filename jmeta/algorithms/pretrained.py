@@ -38,10 +38,10 @@ def pretrained(
     check_task(task)
     data = all_examples(task)
     predictions = apply_fn(params, data.x)
-    value = loss_fn(predictions, data.y)
+    value = losses.masked(loss_fn)(predictions, data.y, data.mask)
     metrics = {'loss': value}
     if metrics_fn is not None:
-      metrics.update(metrics_fn(predictions, data.y))
+      metrics.update(losses.masked(metrics_fn)(predictions, data.y, data.mask))
     return value, metrics
 
   return MetaLearner(init=lambda key, model_params: model_params, adapt=adapt, predict=apply_fn, loss=loss,

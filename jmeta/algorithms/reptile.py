@@ -60,10 +60,10 @@ def reptile(
     check_task(task)
     fast = adapt(params, task.support)
     predictions = apply_fn(fast, task.query.x)
-    query_loss = loss_fn(predictions, task.query.y)
+    query_loss = losses.masked(loss_fn)(predictions, task.query.y, task.query.mask)
     metrics = {'loss': query_loss}
     if metrics_fn is not None:
-      metrics.update(metrics_fn(predictions, task.query.y))
+      metrics.update(losses.masked(metrics_fn)(predictions, task.query.y, task.query.mask))
     return query_loss, metrics
 
   def meta_grad(params: Params, task: Task) -> tuple[Params, Metrics]:

@@ -33,6 +33,14 @@ def _choice(key: jax.Array, n: int, k: int) -> jax.Array:
   return drawn
 
 
+def _check_key(key: jax.Array) -> None:
+  """Raises `ValueError` unless `key` is one PRNG key (a typed key `[]` or a raw key `[2]`), not a batch of them."""
+  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  if jnp.ndim(key) != (0 if typed else 1):
+    raise ValueError(f'sampler takes one PRNG key; got shape {jnp.shape(key)}. For a meta-batch use '
+                     'jax.vmap(sampler)(jax.random.split(key, tasks))')
+
+
 def episodes(images: jax.Array, ways: int, shots: int, queries: int, *,
              rotations: bool = False) -> Callable[[jax.Array], Task]:
   """An N-way K-shot sampler: `sampler(key) -> Task`, pure, for use inside `jax.jit` and `jax.vmap`.
@@ -84,10 +92,7 @@ def episodes(images: jax.Array, ways: int, shots: int, queries: int, *,
 
 def _episode(images: jax.Array, key: jax.Array, *, ways: int, shots: int, queries: int, rotations: bool) -> Task:
   """One episode of `episodes(images, ways, shots, queries, rotations=rotations)` for `key`."""
-  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  if jnp.ndim(key) != (0 if typed else 1):
-    raise ValueError(f'sampler takes one PRNG key; got shape {jnp.shape(key)}. For a meta-batch use '
-                     'jax.vmap(sampler)(jax.random.split(key, tasks))')
+  _check_key(key)
   num_classes, per_class, example_shape = images.shape[0], images.shape[1], images.shape[2:]
   total = num_classes * 4 if rotations else num_classes
   draws = shots + queries

@@ -1,0 +1,67 @@
+"""Sequence tasks: examples shown one at a time, each step's label given as an input at the next step.
+
+Memory-augmented networks learn a task inside one forward pass (Santoro et al., 2016, arXiv:1605.06065): at step
+`t` the learner sees input `x_t` with the label of step `t - 1`, and must predict the label of `x_t`. Such a task
+has no support and query sets: the sequence is both, so a sequence learner keeps the `MetaLearner` interface with
+`adapt(params, prefix) -> state` (its memory after reading a prefix of the sequence, for one-shot evaluation) and
+`predict(state, sequence) -> [steps, classes]` logits for a whole `SequenceTask` in one `lax.scan`, the labels it
+may read being the shifted ones. The sampler over a dataset array is `jmeta.datasets.label_sequences`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class SequenceTask(NamedTuple):
+  """One episode in time order.
+
+  Attributes:
+    inputs: `[steps, *input_shape]`, the example shown at each step.
+    labels: `[steps]` int, the class of each step's example, what the learner predicts.
+    previous: `[steps, classes]`, the one-hot label of the previous step (zeros at step 0), the input the learner
+      reads beside `inputs[t]` (`shifted_labels(labels, classes)`); None when the learner builds it itself.
+
+  A batch of episodes adds a leading axis to every leaf, as `jax.vmap` of a sampler gives.
+  """
+  inputs: jax.Array
+  labels: jax.Array
+  previous: jax.Array | None = None
+
+
+def shifted_labels(labels: jax.Array, classes: int) -> jax.Array:
+  """The one-hot label of the previous step, zeros at step 0: `[steps]` int -> `[steps, classes]` float32.
+
+  Row `t` is `one_hot(labels[t - 1])` for `t >= 1`, so a learner reading it at step `t` never sees `labels[t]`.
+  """
+  if jnp.ndim(labels) != 1:
+    raise ValueError(f'shifted_labels: labels must be [steps]; got shape {jnp.shape(labels)}')
+  one_hot = jax.nn.one_hot(labels, classes, dtype=jnp.float32)
+  return jnp.concatenate([jnp.zeros((1, classes), jnp.float32), one_hot[:-1]])
+
+
+def check_sequence_task(task: SequenceTask, classes: int | None = None, name: str = 'task') -> int:
+  """Raises `ValueError` unless `task` is one well-formed sequence task; returns its number of steps.
+
+  Checks shapes and dtypes only (so it works on tracers at trace time): `inputs [steps, ...]`, integer
+  `labels [steps]` and, if present, `previous [steps, classes]` (`classes` compared when given).
+  """
+  if not isinstance(task, SequenceTask):
+    raise ValueError(f'{name} must be a jmeta.SequenceTask(inputs, labels, previous); got {type(task).__name__}')
+  xs, ys = tuple(np.shape(task.inputs)), tuple(np.shape(task.labels))
+  if len(xs) < 1 or len(ys) != 1 or xs[0] != ys[0]:
+    raise ValueError(f'{name}: expected inputs [steps, *input_shape] and labels [steps]; got inputs {list(xs)}, '
+                     f'labels {list(ys)}')
+  if not jnp.issubdtype(jnp.result_type(task.labels), jnp.integer):
+    raise ValueError(f'{name}: labels must be integer classes; got dtype {jnp.result_type(task.labels)}')
+  if task.previous is not None:
+    ps = tuple(np.shape(task.previous))
+    want = classes if classes is not None else (ps[1] if len(ps) == 2 else 'classes')
+    if len(ps) != 2 or ps[0] != ys[0] or (classes is not None and ps[1] != classes):
+      raise ValueError(f'{name}: previous must be the shifted one-hot labels [steps, classes] = [{ys[0]}, {want}]; '
+                       f'got {list(ps)}')
+  return ys[0]
