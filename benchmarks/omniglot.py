@@ -40,7 +40,7 @@ def command(algo: str, ways: int, shots: int, out: str, minutes: float, quick: b
   cmd = ['jmeta', 'train', '--algo', algo, '--dataset', 'omniglot', '--ways', str(ways), '--shots', str(shots),
          '--time-limit', f'{minutes:g}', '--no-progress', '--out', out]
   if quick:
-    cmd += ['--filters', '8', '--steps', '10', '--log-every', '5', '--eval-every', '10', '--eval-episodes', '40',
+    cmd += ['--filters', '8', '--steps', '10', '--log-every', '5', '--valid-episodes', '0', '--eval-episodes', '40',
             '--meta-batch', '2']
   return cmd
 

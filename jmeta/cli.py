@@ -208,7 +208,7 @@ def train(args: argparse.Namespace) -> dict:
   valid = _test_scores(experiment, experiment.valid_tasks, eval_inner_steps)
 
   def eval_fn(params):
-    s = summarize(valid(params, keys['valid'], 200))
+    s = summarize(valid(params, keys['valid'], c.valid_episodes))
     return {f'valid_{experiment.metric}': s.mean, 'valid_ci95': s.ci95}
 
   from jmeta.training.sharding import task_mesh
@@ -219,7 +219,7 @@ def train(args: argparse.Namespace) -> dict:
     time_limit = 60 * check_positive_number(args.time_limit, '--time-limit')
   state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
               steps=c.steps, out_dir=args.out, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
-              eval_every=c.eval_every, eval_fn=eval_fn, resume=args.resume, progress=not args.no_progress,
+              eval_every=c.eval_every, eval_fn=eval_fn if c.valid_episodes else None, resume=args.resume, progress=not args.no_progress,
               task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh, time_limit=time_limit,
               vmap_size=args.vmap_size)
   if int(state.step) < c.steps:
@@ -232,11 +232,15 @@ def train(args: argparse.Namespace) -> dict:
                        inner_steps=eval_inner_steps)
 
 
-def _initial_state(experiment, keys):
+def _initial_state(experiment, keys, abstract: bool = False):
+  """The run's initial `TrainState`; with `abstract`, only its shapes and dtypes (to restore into: no compile)."""
   import jax
   from jmeta.training import init_state
-  return jax.jit(lambda k_train, k_model: init_state(
-      experiment.learner, experiment.outer_opt, k_train, experiment.init_model(k_model)))(keys['train'], keys['model'])
+  init = lambda k_train, k_model: init_state(experiment.learner, experiment.outer_opt, k_train,
+                                             experiment.init_model(k_model))
+  if abstract:
+    return jax.eval_shape(init, keys['train'], keys['model'])
+  return jax.jit(init)(keys['train'], keys['model'])
 
 
 def load_run(run_dir: str, data_dir: str | None = None, **overrides):
@@ -256,7 +260,7 @@ def load_run(run_dir: str, data_dir: str | None = None, **overrides):
     raise ValueError(f'this {config.algo} run has a {config.ways}-way classifier head; it cannot be evaluated at '
                      f'{overrides["ways"]} ways')
   experiment = experiments.build(config.replace(**overrides), data_dir)
-  like = _initial_state(experiment, experiments.keys(experiment.config.seed))
+  like = _initial_state(experiment, experiments.keys(experiment.config.seed), abstract=True)
   checkpoints = Checkpoints(os.path.join(run_dir, 'checkpoints'))
   try:
     state = checkpoints.restore(like)

@@ -75,18 +75,18 @@ def _final_params(run_dir):
 
 @pytest.mark.slow
 def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
-  args = ['train', '--algo', 'maml', '--steps', '6000', '--log-every', '100', '--checkpoint-every', '500',
+  args = ['train', '--algo', 'maml', '--steps', '3000', '--log-every', '100', '--checkpoint-every', '300',
           '--eval-episodes', '50', '--seed', '3'] + SMALL
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   subprocess.run(JMETA + args + ['--out', str(whole)], check=True, capture_output=True)
 
-  kill_after_checkpoint(JMETA + args + ['--out', str(killed)], killed, 500)
+  kill_after_checkpoint(JMETA + args + ['--out', str(killed)], killed, 300)
   steps = [m['step'] for m in read_metrics(killed)]
-  assert steps and steps[-1] < 6000, 'the run finished before it could be killed'
+  assert steps and steps[-1] < 3000, 'the run finished before it could be killed'
 
   resumed = subprocess.run(JMETA + args + ['--out', str(killed), '--resume'], check=True, capture_output=True,
                            text=True)
-  assert [m['step'] for m in read_metrics(killed)] == list(range(100, 6001, 100))
+  assert [m['step'] for m in read_metrics(killed)] == list(range(100, 3001, 100))
   chex.assert_trees_all_equal(_final_params(killed), _final_params(whole))
   assert _last_json(resumed.stdout) == _last_json(
       subprocess.run(JMETA + ['eval', str(whole), '--episodes', '50', '--seed', '3'], check=True,

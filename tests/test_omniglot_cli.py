@@ -8,21 +8,42 @@ from jmeta.training import read_metrics
 
 pytestmark = pytest.mark.slow  # minute-long end-to-end runs; -m 'not slow' skips them
 
+PROTONET_RUN = ['train', '--algo', 'protonet', '--dataset', 'omniglot', '--ways', '5', '--shots', '1', '--train-ways',
+                '10', '--queries', '5', '--filters', '16', '--steps', '100', '--log-every', '10', '--checkpoint-every',
+                '20', '--outer-halve-every', '50', '--eval-every', '100', '--eval-episodes', '100', '--no-progress',
+                '--seed', '5']
 
-def test_protonet_trains_and_evaluates_well_above_chance(omniglot_dir, tmp_path):
-  out = str(tmp_path / 'protonet')
-  record = cli.main(['train', '--algo', 'protonet', '--dataset', 'omniglot', '--ways', '5', '--shots', '1',
-                     '--train-ways', '10', '--queries', '5', '--filters', '16', '--steps', '60', '--log-every', '30', '--eval-every', '60',
-                     '--eval-episodes', '100', '--no-progress', '--out', out])
+
+def test_protonet_run_trains_evaluates_and_resumes_after_a_kill(omniglot_dir, tmp_path):
+  """One short run (5-way 1-shot, 100 meta-steps, checkpoints every 20, the step size halved at 50, so a resumed
+  run must also resume its schedule) read by every check of a trained run: its record, `jmeta eval` at 20 ways
+  and on the official runs, and a twin killed after its first checkpoint and resumed."""
+  import subprocess
+  import sys
+
+  import chex
+  from helpers import kill_after_checkpoint
+  whole = tmp_path / 'whole'
+  record = cli.main(PROTONET_RUN + ['--out', str(whole)])
   assert set(record) == {'accuracy', 'ci95', 'ways', 'shots', 'episodes'}
   assert record['ways'] == 5 and record['shots'] == 1 and record['episodes'] == 100
   assert record['accuracy'] > 0.6, record  # chance is 0.2
-  assert 'valid_accuracy' in read_metrics(out)[-1]
-  wider = cli.main(['eval', out, '--ways', '20', '--episodes', '20'])
+  assert 'valid_accuracy' in read_metrics(whole)[-1]
+
+  wider = cli.main(['eval', str(whole), '--ways', '20', '--episodes', '20'])
   assert wider['ways'] == 20 and 0.05 * 2 < wider['accuracy'] < record['accuracy']
-  runs = cli.main(['eval', out, '--official-runs'])
+  runs = cli.main(['eval', str(whole), '--official-runs'])
   assert runs['trials'] == 400 and runs['episodes'] == 20 and runs['ways'] == 20
   assert runs['accuracy'] > 0.2 and runs['ci95'] > 0  # chance is 0.05
+
+  jmeta = [sys.executable, '-m', 'jmeta.cli']
+  killed = tmp_path / 'killed'
+  kill_after_checkpoint(jmeta + PROTONET_RUN + ['--out', str(killed)], killed, 20)
+  steps = [m['step'] for m in read_metrics(killed)]
+  assert steps and steps[-1] < 100, 'the run finished before it could be killed'
+  subprocess.run(jmeta + PROTONET_RUN + ['--out', str(killed), '--resume'], check=True, capture_output=True)
+  assert [m['step'] for m in read_metrics(killed)] == list(range(10, 101, 10))
+  chex.assert_trees_all_equal(cli.load_run(str(killed))[1], cli.load_run(str(whole))[1])
 
 
 def test_official_runs_score_a_hand_checkable_learner(omniglot_dir):
@@ -64,27 +85,11 @@ SHORT_RUNS = {
 
 @pytest.mark.parametrize('algo', sorted(SHORT_RUNS))
 def test_every_algorithm_learns_omniglot_well_above_chance(algo, omniglot_dir, tmp_path):
-  record = cli.main(['train', '--algo', algo, '--dataset', 'omniglot', '--filters', '16', '--log-every', '30',
-                     '--eval-episodes', '100', '--no-progress', '--out', str(tmp_path / algo)] + SHORT_RUNS[algo])
+  # No validation (--valid-episodes 0): the point is the test score, and a validation program costs a compile.
+  steps = SHORT_RUNS[algo][SHORT_RUNS[algo].index('--steps') + 1]
+  out = tmp_path / algo
+  record = cli.main(['train', '--algo', algo, '--dataset', 'omniglot', '--filters', '16', '--log-every', steps,
+                     '--valid-episodes', '0', '--eval-episodes', '100', '--no-progress', '--out', str(out)] +
+                    SHORT_RUNS[algo])
   assert record['accuracy'] > 0.4, record
-
-
-def test_omniglot_run_killed_and_resumed_ends_with_the_same_parameters(omniglot_dir, tmp_path):
-  import subprocess
-  import sys
-
-  import chex
-  from helpers import kill_after_checkpoint
-  jmeta = [sys.executable, '-m', 'jmeta.cli']
-  # ProtoNets compiles fastest of the Omniglot learners; its halving step size also has to resume where it was.
-  args = ['train', '--algo', 'protonet', '--dataset', 'omniglot', '--filters', '8', '--train-ways', '5',
-          '--queries', '5', '--outer-halve-every', '30', '--steps', '100', '--log-every', '10',
-          '--checkpoint-every', '20', '--eval-every', '100', '--eval-episodes', '10', '--no-progress', '--seed', '5']
-  whole, killed = tmp_path / 'whole', tmp_path / 'killed'
-  subprocess.run(jmeta + args + ['--out', str(whole)], check=True, capture_output=True)
-  kill_after_checkpoint(jmeta + args + ['--out', str(killed)], killed, 20)
-  steps = [m['step'] for m in read_metrics(killed)]
-  assert steps and steps[-1] < 100, 'the run finished before it could be killed'
-  subprocess.run(jmeta + args + ['--out', str(killed), '--resume'], check=True, capture_output=True)
-  assert [m['step'] for m in read_metrics(killed)] == list(range(10, 101, 10))
-  chex.assert_trees_all_equal(cli.load_run(str(killed))[1], cli.load_run(str(whole))[1])
+  assert not any(k.startswith('valid_') for k in read_metrics(out)[-1])

@@ -13,7 +13,6 @@ params pytree, and the encoders pad as Flax's 'SAME' does (asymmetrically for st
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, NamedTuple
 
 import numpy as np

@@ -23,6 +23,8 @@ RUN_OPTIONS = (
     Option('log_every', 'meta-steps per logged record (default 100)', default=100),
     Option('eval_every', 'meta-steps between validations (default: a tenth of the run)', optional=True),
     Option('checkpoint_every', 'meta-steps between checkpoints (default: as eval)', optional=True),
+    Option('valid_episodes', 'validation tasks at each validation; 0 skips validation (default 200)', minimum=0,
+           default=200),
     Option('eval_episodes', 'test tasks in the final evaluation (default 1000)', default=1000),
 )
 """The fields every run has, whatever its algorithm and dataset."""
