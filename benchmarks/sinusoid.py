@@ -22,7 +22,7 @@ import numpy as np
 
 from jmeta import experiments
 from jmeta.evaluation import evaluator, summarize
-from jmeta.training import fit, init_state
+from jmeta.training import fit
 
 ALGOS = tuple(name for name, a in experiments.algorithms().items() if 'sinusoid' in a.published)
 SHOTS = (5, 10, 20)
@@ -35,9 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def run(algo: str, shots: int, *, steps: int | None, episodes: int, max_inner_steps: int, seed: int) -> dict:
   experiment = experiments.build(experiments.Config(algo, 'sinusoid', shots=shots, steps=steps, seed=seed))
   c = experiment.config
-  keys = experiments.keys(c.seed)
-  state = jax.jit(lambda kt, km: init_state(experiment.learner, experiment.outer_opt, kt,
-                                            experiment.init_model(km)))(keys['train'], keys['model'])
+  state = experiments.initial_state(experiment)
   # Each algorithm has its own fields (Meta-SGD learns its inner rates, so has no inner_lr): record them all.
   record = {'algo': algo, 'shots': shots, 'meta_steps': c.steps, 'config': c.to_json(),
             'published_1step': PUBLISHED.get(algo, {}).get(shots),

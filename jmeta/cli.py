@@ -203,7 +203,7 @@ def train(args: argparse.Namespace) -> dict:
       json.dump(c.to_json(), f, indent=2)
 
   keys = experiments.keys(c.seed)
-  state = _initial_state(experiment, keys)
+  state = experiments.initial_state(experiment)
   eval_inner_steps = c.get('eval_inner_steps')
   valid = _test_scores(experiment, experiment.valid_tasks, eval_inner_steps)
 
@@ -219,7 +219,8 @@ def train(args: argparse.Namespace) -> dict:
     time_limit = 60 * check_positive_number(args.time_limit, '--time-limit')
   state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
               steps=c.steps, out_dir=args.out, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
-              eval_every=c.eval_every, eval_fn=eval_fn if c.valid_episodes else None, resume=args.resume, progress=not args.no_progress,
+              eval_every=c.eval_every, eval_fn=eval_fn if c.valid_episodes else None, resume=args.resume,
+              progress=not args.no_progress,
               task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh, time_limit=time_limit,
               vmap_size=args.vmap_size)
   if int(state.step) < c.steps:
@@ -230,17 +231,6 @@ def train(args: argparse.Namespace) -> dict:
   test = valid if same else _test_scores(experiment, experiment.test_tasks, eval_inner_steps)
   return _final_record(experiment, test, state.params, episodes=c.eval_episodes, seed=c.seed,
                        inner_steps=eval_inner_steps)
-
-
-def _initial_state(experiment, keys, abstract: bool = False):
-  """The run's initial `TrainState`; with `abstract`, only its shapes and dtypes (to restore into: no compile)."""
-  import jax
-  from jmeta.training import init_state
-  init = lambda k_train, k_model: init_state(experiment.learner, experiment.outer_opt, k_train,
-                                             experiment.init_model(k_model))
-  if abstract:
-    return jax.eval_shape(init, keys['train'], keys['model'])
-  return jax.jit(init)(keys['train'], keys['model'])
 
 
 def load_run(run_dir: str, data_dir: str | None = None, **overrides):
@@ -260,7 +250,7 @@ def load_run(run_dir: str, data_dir: str | None = None, **overrides):
     raise ValueError(f'this {config.algo} run has a {config.ways}-way classifier head; it cannot be evaluated at '
                      f'{overrides["ways"]} ways')
   experiment = experiments.build(config.replace(**overrides), data_dir)
-  like = _initial_state(experiment, experiments.keys(experiment.config.seed), abstract=True)
+  like = experiments.initial_state(experiment, abstract=True)
   checkpoints = Checkpoints(os.path.join(run_dir, 'checkpoints'))
   try:
     state = checkpoints.restore(like)

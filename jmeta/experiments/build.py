@@ -79,3 +79,17 @@ def keys(seed: int) -> dict[str, jax.Array]:
 def test_key(seed: int) -> jax.Array:
   """The key of the meta-test episodes for `seed`, independent of every training stream."""
   return jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
+
+
+def initial_state(experiment: Experiment, *, abstract: bool = False):
+  """The run's initial `TrainState` from `keys(seed)`; with `abstract`, only its shapes and dtypes
+  (`jax.eval_shape`: nothing compiles), e.g. to restore a checkpoint into."""
+  from jmeta.training import init_state
+  streams = keys(experiment.config.seed)
+
+  def init(k_train: jax.Array, k_model: jax.Array):
+    return init_state(experiment.learner, experiment.outer_opt, k_train, experiment.init_model(k_model))
+
+  if abstract:
+    return jax.eval_shape(init, streams['train'], streams['model'])
+  return jax.jit(init)(streams['train'], streams['model'])
