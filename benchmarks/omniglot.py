@@ -40,8 +40,8 @@ def command(algo: str, ways: int, shots: int, out: str, minutes: float, quick: b
   cmd = ['jmeta', 'train', '--algo', algo, '--dataset', 'omniglot', '--ways', str(ways), '--shots', str(shots),
          '--time-limit', f'{minutes:g}', '--no-progress', '--out', out]
   if quick:
-    cmd += ['--filters', '8', '--steps', '10', '--log-every', '5', '--valid-episodes', '0', '--eval-episodes', '40',
-            '--meta-batch', '2']
+    cmd += ['--filters', '8', '--blocks', '2', '--steps', '10', '--log-every', '5', '--valid-episodes', '0',
+            '--eval-episodes', '40', '--meta-batch', '2']
   return cmd
 
 

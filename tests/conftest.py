@@ -52,6 +52,10 @@ def compilation_cache(tmp_path_factory):
   cache.mkdir(exist_ok=True)
   import jax
   jax.config.update('jax_compilation_cache_dir', str(cache))
+  # Every program, not only those that took a second: the `jmeta` processes the tests start each compile dozens
+  # of small ones (key splits, eager sampling) that are then read back instead.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv('JAX_COMPILATION_CACHE_DIR', str(cache))
+    mp.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
     yield cache

@@ -75,7 +75,7 @@ def test_train_help_lists_the_chosen_algorithm_and_dataset_options_only(capsys):
     (['--algo', 'maml', '--inner-batch', '10'], 'inner_batch applies to reptile, not maml'),
     (['--algo', 'protonet', '--dataset', 'omniglot', '--attention-scale', '2'],
      'attention_scale and learn_attention_scale apply to matching networks, not protonet'),
-    (['--algo', 'maml', '--filters', '8'], 'ways, train_ways, split and filters apply to omniglot, not sinusoid'),
+    (['--algo', 'maml', '--filters', '8'], 'ways, train_ways, split, filters and blocks apply to omniglot, not sinusoid'),
     (['--algo', 'protonet'], 'protonet does not run on sinusoid; it runs on omniglot'),
     (['--algo', 'maml', '--outer-opt', 'rmsprop'], "unknown outer_opt 'rmsprop'; expected one of sgd, adam, adam0"),
     (['--algo', 'reptile', '--outer-decay', '--outer-halve-every', '10'], 'two schedules; choose one'),
