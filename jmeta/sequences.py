@@ -65,3 +65,25 @@ def check_sequence_task(task: SequenceTask, classes: int | None = None, name: st
       raise ValueError(f'{name}: previous must be the shifted one-hot labels [steps, classes] = [{ys[0]}, {want}]; '
                        f'got {list(ps)}')
   return ys[0]
+
+
+def instance_numbers(labels: jax.Array) -> jax.Array:
+  """`[steps]` int: at step `t`, how many times `labels[t]` has been shown up to and including step `t` (1 at a
+  class's first example, 2 at its second...), the x-axis of Santoro et al.'s accuracy by instance."""
+  if jnp.ndim(labels) != 1:
+    raise ValueError(f'instance_numbers: labels must be [steps]; got shape {jnp.shape(labels)}')
+  same = labels[:, None] == labels[None, :]
+  earlier_or_now = jnp.tril(jnp.ones((labels.shape[0],) * 2, jnp.bool_))
+  return jnp.sum(same & earlier_or_now, axis=1).astype(jnp.int32)
+
+
+def accuracy_by_instance(logits: jax.Array, labels: jax.Array, instances=(1, 2, 3, 4, 5, 10)) -> jax.Array:
+  """`[len(instances)]`: accuracy over the steps showing the k-th example of their class, for each k in `instances`
+  (Santoro et al., 2016, Table 1); 0 where no step shows a k-th example. `logits: [steps, classes]`."""
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(f'accuracy_by_instance: expected logits [steps, classes] and labels [steps]; got {logits.shape} '
+                     f'and {labels.shape}')
+  hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  numbers = instance_numbers(labels)
+  masks = numbers[None, :] == jnp.asarray(instances)[:, None]
+  return jnp.sum(masks * hits, axis=1) / jnp.maximum(jnp.sum(masks, axis=1), 1)

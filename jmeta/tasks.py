@@ -88,12 +88,14 @@ def check_meta_batch(batch: Task, spec: Task | None = None) -> int:
   """Raises `ValueError` unless `batch` is a meta-batch of tasks; returns the number of tasks.
 
   Args:
-    batch: a `Task` whose leaves have a leading task axis, `[tasks, examples, ...]`.
+    batch: a `Task` (or a `jmeta.SequenceTask`) whose leaves have a leading task axis, `[tasks, examples, ...]`.
     spec: the shapes of one task (a task or `task_spec(task)`). With it, a single task passed where a meta-batch
       is expected is caught even when its shapes happen to look batched.
   """
-  if not isinstance(batch, Task):
-    raise ValueError(f'meta-batch must be a jmeta.Task with a leading task axis; got {type(batch).__name__}')
+  from jmeta.sequences import SequenceTask, check_sequence_task
+  if not isinstance(batch, (Task, SequenceTask)):
+    raise ValueError('meta-batch must be a jmeta.Task or a jmeta.SequenceTask with a leading task axis; got '
+                     f'{type(batch).__name__}')
   leaves = jax.tree_util.tree_leaves_with_path(batch)
   sizes = {jax.tree_util.keystr(p): _shape(a)[:1] for p, a in leaves}
   if len(set(sizes.values())) != 1 or () in sizes.values():
@@ -109,7 +111,10 @@ def check_meta_batch(batch: Task, spec: Task | None = None) -> int:
         raise ValueError(f'meta-batch{where} has shape {_shape(a)}; expected [tasks, {", ".join(map(str, want[1:]))}]'
                          f' (one task has {_shape(s)}). Did you pass a single task without a leading task axis?')
   per_task = jax.tree.map(lambda a: jax.ShapeDtypeStruct(_shape(a)[1:], jnp.result_type(a)), batch)
-  check_task(per_task, 'each task of the meta-batch')
+  if isinstance(batch, SequenceTask):
+    check_sequence_task(per_task, name='each task of the meta-batch')
+  else:
+    check_task(per_task, 'each task of the meta-batch')
   return next(iter(sizes.values()))[0]
 
 

@@ -10,6 +10,10 @@ from jmeta.nn import memory as mem
 GAMMA = 0.95
 
 
+def _norm(v):
+  return np.sqrt(np.sum(v ** 2) + mem.EPS ** 2)
+
+
 def np_lrua_step(M, w_r, w_u, keys, gates, gamma, strengths):
   """Santoro et al. (2016), eqs. 3-8, slot by slot; head h's least-used slot is the h-th least used."""
   heads, slots = w_r.shape
@@ -28,7 +32,7 @@ def np_lrua_step(M, w_r, w_u, keys, gates, gamma, strengths):
       M[i] = M[i] + w_w[h, i] * keys[h]
   new_r = np.zeros((heads, slots))
   for h in range(heads):
-    sims = [keys[h] @ M[i] / (np.linalg.norm(keys[h]) * np.linalg.norm(M[i]) + mem.EPS) for i in range(slots)]
+    sims = [keys[h] @ M[i] / (_norm(keys[h]) * _norm(M[i])) for i in range(slots)]
     e = np.exp(strengths[h] * np.array(sims))
     new_r[h] = e / e.sum()
   w_u = gamma * w_u + new_r.sum(0) + w_w.sum(0)
@@ -69,20 +73,21 @@ def test_lrua_hand_computed_first_write():
   """One head, gate logit 0 (sigma = 1/2): the first write goes half to slot 0 (read before) and half to the
   least-used slot, also slot 0 (all usages tie at zero), which is erased first: M[0] = 0 + 1 * k; the read
   weights are the softmax of the cosine similarities to [k, fill, fill]."""
-  state = mem.initial_state(3, 2, 1)
-  key = jnp.array([[3.0, 4.0]])
-  state, reads = mem.lrua_step(state, key, jnp.zeros(1), GAMMA)
-  np.testing.assert_allclose(state.memory, [[3.0, 4.0], [1e-6, 1e-6], [1e-6, 1e-6]], rtol=1e-6)
-  tiny = 7e-6 / (5 * np.sqrt(2) * 1e-6 + mem.EPS)  # k . (1e-6, 1e-6) / (|k| |M[i]| + eps)
-  cos = np.array([25 / (25 + mem.EPS), tiny, tiny])
-  np.testing.assert_allclose(state.read_weights[0], np.exp(cos) / np.exp(cos).sum(), rtol=1e-5)
-  np.testing.assert_allclose(state.usage, np.asarray(state.read_weights[0]) + [1.0, 0.0, 0.0], rtol=1e-6)
+  with jax.enable_x64():
+    state = mem.initial_state(3, 2, 1, dtype=jnp.float64)
+    state, reads = mem.lrua_step(state, jnp.array([[3.0, 4.0]]), jnp.zeros(1), GAMMA)
+  np.testing.assert_allclose(state.memory, [[3.0, 4.0], [1e-6, 1e-6], [1e-6, 1e-6]], rtol=1e-12)
+  tiny = 7e-6 / (5 * np.sqrt(2 * 1e-12 + mem.EPS ** 2))  # k . (1e-6, 1e-6) / (|k| |M[i]|)
+  cos = np.array([25 / (5 * np.sqrt(25 + mem.EPS ** 2)), tiny, tiny])
+  np.testing.assert_allclose(state.read_weights[0], np.exp(cos) / np.exp(cos).sum(), rtol=1e-12)
+  np.testing.assert_allclose(state.usage, np.asarray(state.read_weights[0]) + [1.0, 0.0, 0.0], rtol=1e-12)
+  np.testing.assert_allclose(reads, np.asarray(state.read_weights) @ np.asarray(state.memory), rtol=1e-12)
 
 
 def np_ntm_address(previous, M, key, beta, g, shift, gamma):
   """Graves et al. (2014), eqs. 5-9, one head, slot by slot."""
   n = M.shape[0]
-  sims = np.array([key @ M[i] / (np.linalg.norm(key) * np.linalg.norm(M[i]) + mem.EPS) for i in range(n)])
+  sims = np.array([key @ M[i] / (_norm(key) * _norm(M[i])) for i in range(n)])
   wc = np.exp(beta * sims) / np.exp(beta * sims).sum()
   wg = g * wc + (1 - g) * previous
   radius = len(shift) // 2
@@ -164,6 +169,13 @@ def test_scan_equals_a_python_loop_and_gradients_match_float64_finite_difference
       shifted = lambda s: f(jax.tree.map(lambda p, d: p + s * eps * d, params, direction))
       errors.append(abs((shifted(1.0) - shifted(-1.0)) / (2 * eps) - analytic) / abs(analytic))
     assert min(errors) < 1e-7, errors
+
+
+def test_a_zero_key_has_a_finite_gradient():
+  """At an episode's first step an LSTM controller with zero state and zero input emits a zero key."""
+  f = lambda k: jnp.sum(mem.content_weights(k, jnp.ones(1), jnp.eye(3, 2)) * jnp.arange(3.0))
+  grad = jax.grad(f)(jnp.zeros((1, 2)))
+  assert np.all(np.isfinite(grad)), grad
 
 
 def test_a_memory_without_slots_or_with_mismatched_heads_is_refused():

@@ -25,6 +25,8 @@ def test_example_runs(index, capsys):
   exec(compile(blocks()[index], f'README.md (Task kinds, example {index + 1})', 'exec'), namespace)
   if index == 0:
     assert namespace['losses'].shape == (16,) and bool(abs(namespace['losses']).sum() > 0)
+  if index == 1:
+    assert namespace['logits'].shape == (50, 5) and namespace['by_instance'].shape == (6,)
   if index == 2:
     assert namespace['trajectories'].reward.shape == (8, 100)
     assert namespace['support'].obs.shape == (20, 100, 2)

@@ -9,7 +9,9 @@ from jmeta.algorithms.protonet import protonet
 from jmeta.algorithms.matching import matching_net
 from jmeta.algorithms.relation import RelationModule, relation_net
 from jmeta.algorithms.siamese import siamese_net
+from jmeta.algorithms.mann import SequenceState, mann, sequence_learner
 from jmeta.inner import path_mask
 
 __all__ = ['maml', 'fomaml', 'anil', 'metasgd', 'MetaSGDParams', 'scale_by_learned_lr', 'reptile', 'pretrained',
-           'protonet', 'matching_net', 'relation_net', 'RelationModule', 'siamese_net', 'path_mask']
+           'protonet', 'matching_net', 'relation_net', 'RelationModule', 'siamese_net', 'mann', 'sequence_learner',
+           'SequenceState', 'path_mask']

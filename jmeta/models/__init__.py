@@ -2,5 +2,6 @@
 
 from jmeta.models.conv4 import Classifier, Conv4, ConvBlock, conv4_maml, conv4_protonet, conv4_relation, functional
 from jmeta.models.mlp import MLP
+from jmeta.models.recurrent import LSTMClassifier, MANNClassifier
 
-__all__ = ['MLP', 'Classifier', 'Conv4', 'ConvBlock', 'conv4_maml', 'conv4_protonet', 'conv4_relation', 'functional']
+__all__ = ['MLP', 'LSTMClassifier', 'MANNClassifier', 'Classifier', 'Conv4', 'ConvBlock', 'conv4_maml', 'conv4_protonet', 'conv4_relation', 'functional']

@@ -60,11 +60,16 @@ def initial_state(slots: int, width: int, read_heads: int = 1, write_heads: int 
                      jnp.tile(first, (write_heads, 1)), jnp.zeros((slots,), dtype))
 
 
+def smooth_norm(x: jax.Array) -> jax.Array:
+  """`sqrt(|x|^2 + EPS^2)` over the last axis: the norm, with a finite gradient at zero (a controller whose state
+  and inputs are all zero, as at the start of an episode, emits an exactly zero key)."""
+  return jnp.sqrt(jnp.sum(jnp.square(x), axis=-1) + EPS ** 2)
+
+
 def cosine_similarity(keys: jax.Array, memory: jax.Array) -> jax.Array:
-  """`[heads, width]` keys against `[slots, width]` memory -> `[heads, slots]` cosine similarities."""
-  dots = keys @ memory.T
-  norms = jnp.linalg.norm(keys, axis=-1)[:, None] * jnp.linalg.norm(memory, axis=-1)[None, :]
-  return dots / (norms + EPS)
+  """`[heads, width]` keys against `[slots, width]` memory -> `[heads, slots]` cosine similarities
+  `k . m / (smooth_norm(k) smooth_norm(m))`."""
+  return (keys @ memory.T) / (smooth_norm(keys)[:, None] * smooth_norm(memory)[None, :])
 
 
 def content_weights(keys: jax.Array, strengths: jax.Array, memory: jax.Array) -> jax.Array:
