@@ -12,9 +12,8 @@ One interface for every task kind; what `support` and `x` are depends on the kin
   gather data; its support is a batch of `Trajectory` from the task (MAML-RL adapts on trajectories of the
   pre-update policy) and its `loss(params, (env_params, key))` rolls out inside, so it stays differentiable and
   vmappable over tasks. RL^2's `adapt` is the identity: it learns inside one rollout through the policy's carry.
-`jmeta.meta_step` and `fit` take `Task` and `SequenceTask` meta-batches (`jmeta.sequence_learner` and `jmeta.mann`
-are the sequence learners), `evaluator` takes `Task`s; RL learners call `jax.vmap(learner.loss)` and an optax
-update directly.
+`jmeta.meta_step`, `fit` and `evaluator` take `Task` and `SequenceTask` meta-batches (`jmeta.sequence_learner` and
+`jmeta.mann` are the sequence learners); RL learners call `jax.vmap(learner.loss)` and an optax update directly.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 from jmeta import losses
 from jmeta.base import MetaLearner, Params
 from jmeta.checks import check_positive_int
+from jmeta.sequences import SequenceTask
 from jmeta.tasks import Task, as_pytree
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -46,7 +47,9 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
 
   Args:
     learner, sample, score: what to evaluate, on which tasks, and how to score a query set (its real examples,
-      when the query set has a mask: `score` is then a mean over examples).
+      when the query set has a mask: `score` is then a mean over examples). For `jmeta.SequenceTask`s, `score`
+      takes the logits of the whole sequence read from the start and its labels, and may return a vector (e.g.
+      `jmeta.sequences.accuracy_by_instance`), giving `[episodes, k]` scores.
     steps: inner steps at test time (passed to `learner.adapt`); a sequence, e.g. `range(11)`, scores every
       count in one compiled program, and `scores` returns `[episodes, len(steps)]` instead of `[episodes]`.
     adapt_kwargs: other keyword arguments of `learner.adapt`.
@@ -68,11 +71,15 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
           size: int) -> jax.Array:
     def one(index: jax.Array) -> jax.Array:
       task = sample(jax.random.fold_in(key, index))
+      if isinstance(task, SequenceTask):  # read from the start; `steps` was refused below
+        return score(learner.predict(learner.adapt(params), task), task.labels)[None]
       return jnp.stack([masked_score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y,
                                      task.query.mask) for c in counts])
     return jax.lax.map(one, start + jnp.arange(size), batch_size=min(vmap_size, size))
 
   tasks = as_pytree(sample)
+  if steps is not None and isinstance(jax.eval_shape(sample, jax.random.PRNGKey(0)), SequenceTask):
+    raise ValueError('steps: sequence learners adapt by reading the sequence, not by inner steps; leave steps unset')
 
   def scores(params: Params, key: jax.Array, episodes: int) -> np.ndarray:
     check_positive_int(episodes, 'episodes')

@@ -114,3 +114,16 @@ def _repeat(sample, key):
   order = jax.random.permutation(jax.random.fold_in(key, 1), 3 * WAYS)
   inputs, labels = jnp.tile(once.inputs, (3, 1))[order], jnp.tile(once.labels, 3)[order]
   return SequenceTask(inputs, labels, jmeta.shifted_labels(labels, WAYS))
+
+
+def test_evaluator_scores_sequences_by_instance_as_a_loop_over_episodes():
+  _, learner, params, sample, _ = _setup('lstm')
+  scores = jmeta.evaluator(learner, sample, accuracy_by_instance, batch_size=4, vmap_size=2)(
+      params, jax.random.PRNGKey(9), 6)
+  predict = jax.jit(lambda t: learner.predict(learner.adapt(params), t))
+  loop = [accuracy_by_instance(predict(t), t.labels)
+          for t in (sample(jax.random.fold_in(jax.random.PRNGKey(9), i)) for i in range(6))]
+  np.testing.assert_allclose(scores, np.stack(loop), rtol=1e-6)
+  assert scores.shape == (6, 6)
+  with pytest.raises(ValueError, match='sequence learners adapt by reading the sequence'):
+    jmeta.evaluator(learner, sample, accuracy_by_instance, steps=3)
