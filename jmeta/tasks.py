@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmeta.sequences import SequenceTask, check_sequence_task
+
 
 class Split(NamedTuple):
   """Labelled examples of one task.
@@ -92,7 +94,6 @@ def check_meta_batch(batch: Task, spec: Task | None = None) -> int:
     spec: the shapes of one task (a task or `task_spec(task)`). With it, a single task passed where a meta-batch
       is expected is caught even when its shapes happen to look batched.
   """
-  from jmeta.sequences import SequenceTask, check_sequence_task
   if not isinstance(batch, (Task, SequenceTask)):
     raise ValueError('meta-batch must be a jmeta.Task or a jmeta.SequenceTask with a leading task axis; got '
                      f'{type(batch).__name__}')

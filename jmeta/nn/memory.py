@@ -25,7 +25,8 @@ from jmeta.checks import check_positive_int
 
 EPS = 1e-8
 INIT_FILL = 1e-6
-"""Initial value of every memory cell: a constant, not zero, so the first cosine similarities are defined."""
+"""Initial value of every memory cell: a small constant rather than zero, so every slot has a direction (the
+first reads spread evenly over unwritten slots) before it is written."""
 
 
 class MemoryState(NamedTuple):
