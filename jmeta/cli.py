@@ -162,17 +162,34 @@ _NOT_FIELDS = frozenset(('algo', 'dataset', 'command', 'out', 'data_dir', 'resum
 
 
 def _test_scores(experiment, tasks, inner_steps: int):
+  """`scores(params, key, episodes) -> [episodes]`, or `[episodes, 1 + len(breakdown_names)]` with the dataset's
+  breakdown (the score first), from one compiled evaluator."""
   from jmeta.evaluation import evaluator
-  return evaluator(experiment.test_learner, tasks, experiment.score,
-                   steps=inner_steps if experiment.inner_steps else None)
+  import jax.numpy as jnp
+
+  def with_breakdown(predictions, targets):
+    details = experiment.breakdown(predictions, targets)
+    return jnp.concatenate([experiment.score(predictions, targets)[None], details])
+
+  score = experiment.score if experiment.breakdown is None else with_breakdown
+  return evaluator(experiment.test_learner, tasks, score, steps=inner_steps if experiment.inner_steps else None)
+
+
+def _summary(experiment, values):
+  """The score's `Summary` of `_test_scores` values, and `{name: Summary}` of the breakdown (empty without)."""
+  from jmeta.evaluation import summarize
+  if experiment.breakdown is None:
+    return summarize(values), {}
+  return summarize(values[:, 0]), {k: summarize(values[:, 1 + i]) for i, k in enumerate(experiment.breakdown_names)}
 
 
 def _final_record(experiment, scores, params, *, episodes: int, seed: int, inner_steps: int) -> dict:
-  from jmeta.evaluation import summarize
   from jmeta.experiments import test_key
   c = experiment.config
-  summary = summarize(scores(params, test_key(seed), episodes))
+  summary, details = _summary(experiment, scores(params, test_key(seed), episodes))
   record = {experiment.metric: summary.mean, 'ci95': summary.ci95}
+  record.update({k: s.mean for k, s in details.items()})
+  record.update({f'{k}_ci95': s.ci95 for k, s in details.items()})
   if 'ways' in c:
     record['ways'] = c.ways
   record['episodes'] = episodes
@@ -187,7 +204,6 @@ def train(args: argparse.Namespace) -> dict:
   config = _train_config(args)
   import jax
   from jmeta import experiments
-  from jmeta.evaluation import summarize
   from jmeta.tasks import task_spec
   from jmeta.training import fit
   from jmeta.training.plots import plot_learning_curve
@@ -208,8 +224,9 @@ def train(args: argparse.Namespace) -> dict:
   valid = _test_scores(experiment, experiment.valid_tasks, eval_inner_steps)
 
   def eval_fn(params):
-    s = summarize(valid(params, keys['valid'], c.valid_episodes))
-    return {f'valid_{experiment.metric}': s.mean, 'valid_ci95': s.ci95}
+    s, details = _summary(experiment, valid(params, keys['valid'], c.valid_episodes))
+    return {f'valid_{experiment.metric}': s.mean, 'valid_ci95': s.ci95,
+            **{f'valid_{k}': d.mean for k, d in details.items()}}
 
   from jmeta.training.sharding import task_mesh
   mesh = task_mesh(args.devices) if args.devices is not None else None
@@ -222,7 +239,7 @@ def train(args: argparse.Namespace) -> dict:
               eval_every=c.eval_every, eval_fn=eval_fn if c.valid_episodes else None, resume=args.resume,
               progress=not args.no_progress,
               task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh, time_limit=time_limit,
-              vmap_size=args.vmap_size)
+              vmap_size=args.vmap_size, grad_of_mean=experiment.algorithm.grad_of_mean)
   if int(state.step) < c.steps:
     print(f'jmeta: the time limit stopped training at step {int(state.step)} of {c.steps}; the checkpoint is '
           'saved, --resume goes on', file=sys.stderr)

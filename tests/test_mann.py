@@ -65,6 +65,7 @@ def test_adapting_on_a_prefix_then_predicting_the_rest_equals_one_pass():
 
 
 def test_meta_step_on_a_batch_of_sequences_is_the_mean_of_the_per_episode_gradients():
+  """Also when it differentiates the mean loss (`grad_of_mean`), in one vmap or in chunks."""
   _, learner, params, sample, _ = _setup('lstm')
   batch = jax.vmap(sample)(jax.random.split(jax.random.PRNGKey(3), 3))
   grad = jax.jit(learner.meta_grad)
@@ -72,9 +73,12 @@ def test_meta_step_on_a_batch_of_sequences_is_the_mean_of_the_per_episode_gradie
   mean = jax.tree.map(lambda *g: sum(g) / 3, *per_episode)
   opt = optax.sgd(1.0)
   state = jmeta.init_state(learner, opt, jax.random.PRNGKey(4), params)
-  new, metrics = jax.jit(jmeta.meta_step(learner, opt, jmeta.task_spec(sample(jax.random.PRNGKey(0)))))(state, batch)
-  chex.assert_trees_all_close(jax.tree.map(lambda p, n: p - n, state.params, new.params), mean, rtol=1e-5, atol=1e-7)
-  assert set(metrics) == {'loss', 'accuracy', 'grad_norm'}
+  spec = jmeta.task_spec(sample(jax.random.PRNGKey(0)))
+  for kwargs in ({}, {'grad_of_mean': True}, {'grad_of_mean': True, 'vmap_size': 2}):
+    new, metrics = jax.jit(jmeta.meta_step(learner, opt, spec, **kwargs))(state, batch)
+    chex.assert_trees_all_close(jax.tree.map(lambda p, n: p - n, state.params, new.params), mean, rtol=1e-5,
+                                atol=1e-7)
+    assert set(metrics) == {'loss', 'accuracy', 'grad_norm'}
   with pytest.raises(ValueError, match='Did you pass a single task'):
     jmeta.meta_step(learner, opt, jmeta.task_spec(sample(jax.random.PRNGKey(0))))(state, sample(jax.random.PRNGKey(0)))
 
@@ -101,7 +105,8 @@ def test_mann_learns_label_offset_episodes_of_fresh_classes():
   task = sample(jax.random.PRNGKey(0))
   state = jmeta.init_state(learner, opt, jax.random.PRNGKey(6), init_params(module, jax.random.PRNGKey(7),
                                                                             task.inputs[0]))
-  state, _ = jax.jit(jmeta.training.sampled_steps(jmeta.meta_step(learner, opt), sample, 16, 2500))(state)
+  step = jmeta.meta_step(learner, opt, grad_of_mean=True)
+  state, _ = jax.jit(jmeta.training.sampled_steps(step, sample, 16, 2500))(state)
   batch = jax.vmap(sample)(jax.random.split(jax.random.PRNGKey(8), 200))
   logits = jax.vmap(lambda t: learner.predict(learner.adapt(state.params), t))(batch)
   by_instance = jnp.mean(jax.vmap(lambda l, y: accuracy_by_instance(l, y, (1, 2, 3)))(logits, batch.labels), 0)
@@ -127,3 +132,18 @@ def test_evaluator_scores_sequences_by_instance_as_a_loop_over_episodes():
   assert scores.shape == (6, 6)
   with pytest.raises(ValueError, match='sequence learners adapt by reading the sequence'):
     jmeta.evaluator(learner, sample, accuracy_by_instance, steps=3)
+
+
+def test_string_labels_train_one_softmax_per_character():
+  images = jax.random.uniform(jax.random.PRNGKey(0), (7, 5, 4, 4, 1))
+  sample = label_sequences(images, WAYS, SHOTS, labels='string')
+  module = LSTMClassifier(25, hidden=8)
+  learner = mann(module)
+  task = sample(jax.random.PRNGKey(1))
+  params = init_params(module, jax.random.PRNGKey(2), task.inputs[0])
+  loss, metrics = learner.loss(params, task)
+  logits = learner.predict(learner.adapt(params), task)
+  per_char = optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, 5, 5), task.labels)
+  np.testing.assert_allclose(loss, per_char.sum(1).mean(), rtol=1e-6)
+  hits = np.all(np.asarray(logits).reshape(-1, 5, 5).argmax(-1) == np.asarray(task.labels), axis=1)
+  np.testing.assert_allclose(metrics['accuracy'], hits.mean())

@@ -75,9 +75,13 @@ def test_train_help_lists_the_chosen_algorithm_and_dataset_options_only(capsys):
     (['--algo', 'maml', '--inner-batch', '10'], 'inner_batch applies to reptile, not maml'),
     (['--algo', 'protonet', '--dataset', 'omniglot', '--attention-scale', '2'],
      'attention_scale and learn_attention_scale apply to matching networks, not protonet'),
-    (['--algo', 'maml', '--filters', '8'], 'ways, train_ways, split, filters and blocks apply to omniglot, not sinusoid'),
+    (['--algo', 'maml', '--filters', '8'], 'train_ways, filters and blocks apply to omniglot, not sinusoid'),
+    (['--algo', 'maml', '--max-angle', '8'], 'labels, image_size, max_angle and max_shift apply to omniglot-sequences, '
+     'not sinusoid'),
+    (['--algo', 'lstm', '--dataset', 'omniglot-sequences', '--slots', '8'],
+     'slots, width, .*gamma and learn_strength apply to memory-augmented neural networks, not lstm'),
     (['--algo', 'protonet'], 'protonet does not run on sinusoid; it runs on omniglot'),
-    (['--algo', 'maml', '--outer-opt', 'rmsprop'], "unknown outer_opt 'rmsprop'; expected one of sgd, adam, adam0"),
+    (['--algo', 'maml', '--outer-opt', 'lbfgs'], "unknown outer_opt 'lbfgs'; expected one of sgd, adam, adam0, rmsprop"),
     (['--algo', 'reptile', '--outer-decay', '--outer-halve-every', '10'], 'two schedules; choose one'),
 ])
 def test_an_option_of_another_algorithm_or_dataset_names_its_owner(tmp_path, argv, message):

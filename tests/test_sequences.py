@@ -9,6 +9,7 @@ import pytest
 
 import jmeta
 from jmeta.datasets import label_sequences
+from jmeta.datasets.sequences import jitter
 from jmeta.sequences import SequenceTask, check_sequence_task, shifted_labels
 
 quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
@@ -26,7 +27,9 @@ def test_shifted_labels_by_hand():
   want = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]], np.float32)
   np.testing.assert_array_equal(got, want)
   assert got.dtype == jnp.float32
-  with pytest.raises(ValueError, match=r'labels must be \[steps\]; got shape \(2, 2\)'):
+  with pytest.raises(ValueError, match=r'labels must be \[steps\] or \[steps, chars\]; got shape \(2, 2, 1\)'):
+    shifted_labels(jnp.zeros((2, 2, 1), int), 3)
+  with pytest.raises(ValueError, match='3 label inputs do not split into 2 characters'):
     shifted_labels(jnp.zeros((2, 2), int), 3)
 
 
@@ -81,8 +84,8 @@ def test_invalid_arguments_raise_at_construction(args, message):
 def test_check_sequence_task_errors():
   good = SequenceTask(jnp.zeros((4, 2)), jnp.zeros(4, jnp.int32), jnp.zeros((4, 3)))
   assert check_sequence_task(good, 3) == 4
-  with pytest.raises(ValueError, match=r'expected inputs \[steps, \*input_shape\] and labels \[steps\]; got inputs '
-                     r'\[4, 2\], labels \[3\]'):
+  with pytest.raises(ValueError, match=r'expected inputs \[steps, \*input_shape\] and labels \[steps\] \(or \[steps, '
+                     r'chars\]\); got inputs \[4, 2\], labels \[3\]'):
     check_sequence_task(good._replace(labels=jnp.zeros(3, jnp.int32)))
   with pytest.raises(ValueError, match='labels must be integer classes; got dtype float32'):
     check_sequence_task(good._replace(labels=jnp.zeros(4)))
@@ -90,3 +93,77 @@ def test_check_sequence_task_errors():
     check_sequence_task(good, 5)
   with pytest.raises(ValueError, match='must be a jmeta.SequenceTask'):
     check_sequence_task(jmeta.Task(jmeta.Split(1, 2), jmeta.Split(1, 2)))
+
+
+def test_jitter_by_hand_quarter_turn_and_whole_pixel_shifts():
+  x = jax.random.uniform(KEY, (2, 5, 5, 3))
+  np.testing.assert_allclose(jitter(x, 90.0, jnp.zeros(2)), np.rot90(x, 1, axes=(1, 2)), atol=1e-5)
+  np.testing.assert_allclose(jitter(x, 0.0, jnp.zeros(2)), x, atol=1e-6)
+  down = np.asarray(jitter(x, 0.0, jnp.array([1.0, 0.0])))
+  np.testing.assert_allclose(down[:, 1:], x[:, :-1], atol=1e-6)
+  np.testing.assert_array_equal(down[:, 0], 0.0)  # zero where the shift uncovers the image
+  left = np.asarray(jitter(x, 0.0, jnp.array([0.0, -2.0])))
+  np.testing.assert_allclose(left[:, :, :-2], x[:, :, 2:], atol=1e-6)
+  half = np.asarray(jitter(x, 0.0, jnp.array([0.5, 0.0])))  # bilinear: the mean of two rows
+  np.testing.assert_allclose(half[:, 1:], (x[:, 1:] + x[:, :-1]) / 2, atol=1e-6)
+
+
+def test_rotated_classes_and_jitter_keep_each_class_under_one_label():
+  """Images whose pixels name the class (all pixels equal) and whose corner marks the orientation: with rotations
+  the 4 orientations are distinct classes, and a class's jitter is shared by its examples in an episode."""
+  classes, per_class = 3, 4
+  images = np.zeros((classes, per_class, 6, 6, 1), np.float32)
+  images[..., :] = (1 + np.arange(classes))[:, None, None, None, None]
+  images[:, :, 0, 0] = 10.0  # top-left corner: turned with the image
+  sample = label_sequences(images, 6, 2, rotations=True)
+  batch = quick_jit(jax.vmap(sample))(jax.random.split(KEY, 20))
+  corner = {(int(round(float(t[1:-1, 1:-1].mean()))), tuple(np.argwhere(np.asarray(t[..., 0]) == 10.0)[0]))
+            for t in np.asarray(batch.inputs).reshape(-1, 6, 6, 1)}
+  assert len(corner) == 4 * classes  # every class in every orientation
+  jittered = label_sequences(images, 2, 4, max_angle=30.0, max_shift=1.5)
+  tasks = quick_jit(jax.vmap(jittered))(jax.random.split(KEY, 10))
+  for inputs, labels in zip(np.asarray(tasks.inputs), np.asarray(tasks.labels)):
+    for label in range(2):
+      same = inputs[labels == label]
+      np.testing.assert_allclose(same, np.broadcast_to(same[:1], same.shape), atol=1e-5)  # one jitter per class
+  assert not np.allclose(tasks.inputs[0, 0], images[0, 0]) and not np.allclose(tasks.inputs[0, 0], images[1, 0])
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(max_angle=-1.0), 'max_angle must be a finite number >= 0; got -1.0'),
+    (dict(max_shift=float('inf')), 'max_shift must be a finite number >= 0; got inf'),
+    (dict(rotations=True), r'need images \[classes, examples, H, W, channels\]; got shape \(3, 4, 2\)'),
+])
+def test_invalid_augmentation_raises_at_construction(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    label_sequences(dataset(3, 4), 2, 2, **kwargs)
+  with pytest.raises(ValueError, match=r'rotations=True needs square images'):
+    label_sequences(np.zeros((3, 4, 5, 6, 1)), 2, 2, rotations=True)
+
+
+def test_string_labels_by_hand():
+  """Santoro et al.'s five-character labels: one one-hot per character in `previous`, a step right only when every
+  character is, the cross-entropy summed over the characters."""
+  labels = jnp.array([[0, 1], [2, 2], [0, 1]])  # 2 characters of 3 letters
+  np.testing.assert_array_equal(jmeta.shifted_labels(labels, 6),
+                                [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1]])
+  np.testing.assert_array_equal(jmeta.sequences.instance_numbers(labels), [1, 1, 2])
+  logits = jnp.array([[5., 0, 0, 0, 5, 0], [0, 0, 5, 5, 0, 0], [5, 0, 0, 0, 5, 0]])  # step 1: 2nd character wrong
+  np.testing.assert_array_equal(jmeta.sequences.sequence_hits(logits, labels), [True, False, True])
+  np.testing.assert_allclose(jmeta.sequences.accuracy_by_instance(logits, labels, (1, 2)), [0.5, 1.0])
+  log_softmax = np.log(np.exp(5) + 2) - np.array([5, 5]), np.log(np.exp(5) + 2) - np.array([5, 0])
+  want = (2 * (log_softmax[0].sum()) + log_softmax[1].sum()) / 3
+  np.testing.assert_allclose(jmeta.sequences.sequence_cross_entropy(logits, labels), want, rtol=1e-6)
+
+
+def test_string_label_sequences_give_each_class_one_distinct_string():
+  sample = label_sequences(dataset(7, 6), 4, 3, labels='string')
+  batch = quick_jit(jax.vmap(sample))(jax.random.split(KEY, 20))
+  assert batch.labels.shape == (20, 12, 5) and batch.previous.shape == (20, 12, 25)
+  for inputs, labels, previous in zip(*map(np.asarray, batch)):
+    strings = {int(c): {tuple(s) for s in labels[inputs[:, 0] == c]} for c in np.unique(inputs[:, 0])}
+    assert all(len(s) == 1 for s in strings.values()) and len({s.pop() for s in strings.values()}) == 4
+    assert labels.min() >= 0 and labels.max() < 5
+    np.testing.assert_array_equal(previous, jmeta.shifted_labels(jnp.asarray(labels), 25))
+  with pytest.raises(ValueError, match="labels must be 'one-hot' or 'string'; got 'binary'"):
+    label_sequences(dataset(7, 6), 4, 3, labels='binary')

@@ -18,7 +18,8 @@ class Experiment(NamedTuple):
 
   `learner` meta-trains on `train_tasks`; `test_learner` (the same meta-parameters, built for the test ways) is
   scored with `score` on `valid_tasks` and `test_tasks`. `metric` names the score: 'mse' or 'accuracy'.
-  `algorithm` and `dataset` are the registry entries the run was built from.
+  `algorithm` and `dataset` are the registry entries the run was built from; `breakdown`, if any, is the dataset's
+  per-episode details (`breakdown_names`) reported beside the score.
   """
   config: Config
   learner: MetaLearner
@@ -32,6 +33,8 @@ class Experiment(NamedTuple):
   metric: str
   algorithm: Algorithm
   dataset: Dataset
+  breakdown: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  breakdown_names: tuple[str, ...] = ()
 
   @property
   def inner_steps(self) -> bool:
@@ -40,10 +43,12 @@ class Experiment(NamedTuple):
 
 
 def optimizer(name: str, lr: float | optax.Schedule) -> optax.GradientTransformation:
-  """'sgd', 'adam', or 'adam0' (Adam with beta1 = 0) at step size `lr`."""
+  """'sgd', 'adam', 'adam0' (Adam with beta1 = 0) or 'rmsprop' (decay 0.95, momentum 0.9) at step size `lr`."""
   # eps_root > 0 keeps Adam's second-order gradient finite where an inner gradient is exactly zero.
   if name == 'sgd':
     return optax.sgd(lr)
+  if name == 'rmsprop':  # Santoro et al. (2016): RMSProp with decay 0.95 and momentum 0.9.
+    return optax.rmsprop(lr, decay=0.95, momentum=0.9)
   return optax.adam(lr, b1=0.0 if name == 'adam0' else 0.9, eps_root=1e-8)
 
 
@@ -67,7 +72,7 @@ def build(config: Config, data_dir: str | None = None) -> Experiment:
   recipe = algorithm.build(c, data)
   return Experiment(c, recipe.learner, recipe.test_learner, optimizer(c.outer_opt, outer_schedule(c)),
                     recipe.init_model, data.train_tasks, data.valid_tasks, data.test_tasks, data.score, data.metric,
-                    algorithm, dataset)
+                    algorithm, dataset, data.breakdown, data.breakdown_names)
 
 
 def keys(seed: int) -> dict[str, jax.Array]:

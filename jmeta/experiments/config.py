@@ -7,13 +7,14 @@ from typing import Any, Iterator, Mapping
 from jmeta.experiments.registry import Algorithm, Dataset, Option, algorithms, datasets, get_algorithm, get_dataset
 
 DEFAULT_DATASET = 'sinusoid'
-OPTIMIZERS = ('sgd', 'adam', 'adam0')
+OPTIMIZERS = ('sgd', 'adam', 'adam0', 'rmsprop')
 
 RUN_OPTIONS = (
     Option('meta_batch', 'tasks per meta-step (default: published)'),
     Option('steps', 'meta-steps in all (default: published)'),
     Option('outer_lr', 'outer step size (default: published)', float),
-    Option('outer_opt', 'outer optimizer: sgd, adam, or adam0 (Adam with beta1 = 0) (default: published)', str,
+    Option('outer_opt', 'outer optimizer: sgd, adam, adam0 (Adam with beta1 = 0) or rmsprop (decay 0.95, momentum '
+           '0.9) (default: published)', str,
            choices=OPTIMIZERS),
     Option('outer_decay', 'anneal the outer step size linearly to 0 over the run (default: published)', bool,
            default=False),

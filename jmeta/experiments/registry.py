@@ -24,6 +24,8 @@ BUILTIN = (
     'jmeta.algorithms',           # maml, fomaml, anil, metasgd, reptile, pretrained, protonet, matching, ...
     'jmeta.datasets.sinusoid',
     'jmeta.datasets.omniglot',
+    'jmeta.datasets.omniglot_sequences',
+    'jmeta.datasets.gp',
 )
 """Modules whose import registers jmeta's own algorithms and datasets: one line each."""
 
@@ -107,6 +109,9 @@ class Data(NamedTuple):
     loss_fn: `(predictions, targets) -> scalar` of the predictor (cross-entropy or squared error).
     metrics_fn: extra `(predictions, targets) -> {name: scalar}` reported while training, or None.
     score: `(predictions, targets) -> scalar` of one test episode; `metric` names it ('accuracy' or 'mse').
+    breakdown: `(predictions, targets) -> [len(breakdown_names)]` of one test episode, reported beside `score` in
+      the final record (e.g. the accuracy at each instance of a class in a label-offset sequence), or None.
+    breakdown_names: the record's name for each entry of `breakdown`.
   """
   train_tasks: Callable[[jax.Array], Task]
   valid_tasks: Callable[[jax.Array], Task]
@@ -117,6 +122,8 @@ class Data(NamedTuple):
   metrics_fn: Callable[[jax.Array, jax.Array], dict[str, jax.Array]] | None
   score: Callable[[jax.Array, jax.Array], jax.Array]
   metric: str
+  breakdown: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  breakdown_names: tuple[str, ...] = ()
 
 
 class Recipe(NamedTuple):
@@ -141,7 +148,8 @@ class Dataset(NamedTuple):
 
   Attributes:
     name: as `--dataset` takes it.
-    kind: its task kind: 'classification' or 'regression' (support and query sets, `jmeta.Task`).
+    kind: its task kind: 'classification' or 'regression' (support and query sets, `jmeta.Task`), or 'sequence'
+      (label-offset episodes, `jmeta.SequenceTask`).
     summary: one line for `jmeta list`.
     options: its fields (ways, shots, ...), each with a flag.
     defaults: values (or functions of the resolved fields) for its own fields and the run's.
@@ -175,6 +183,8 @@ class Algorithm(NamedTuple):
     fixed_ways: its model ends in a `ways`-way head, so it trains and is tested at `ways`.
     results: published figures that `benchmarks/` reproduces.
     upgrade: `config.json dict -> dict`, for runs saved before one of its options existed.
+    grad_of_mean: its `meta_grad` is `jax.grad(loss)`, so training may differentiate a meta-batch's mean loss
+      (`jmeta.meta_step`'s `grad_of_mean`), where that was measured faster.
   """
   name: str
   family: str
@@ -187,6 +197,7 @@ class Algorithm(NamedTuple):
   fixed_ways: bool = False
   results: tuple[Published, ...] = ()
   upgrade: Callable[[dict], dict] = lambda data: data
+  grad_of_mean: bool = False
 
 
 _ALGORITHMS: dict[str, Algorithm] = {}

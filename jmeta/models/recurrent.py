@@ -50,6 +50,7 @@ class MANNClassifier(nn.Module):
       128 x 40, 4 heads).
     addressing: 'lrua' (the paper's) or 'ntm' (Graves et al., 2014).
     gamma: LRUA's usage decay (the paper: 0.95).
+    learn_strength: LRUA reads sharpened by a learned strength, as NTM reads are (the paper: not).
   """
   classes: int
   hidden: int = 200
@@ -58,10 +59,11 @@ class MANNClassifier(nn.Module):
   heads: int = 4
   addressing: str = 'lrua'
   gamma: float = 0.95
+  learn_strength: bool = False
 
   def _memory(self) -> nn.Module:
     if self.addressing == 'lrua':
-      return LRUAMemory(self.slots, self.width, self.heads, self.gamma, name='memory')
+      return LRUAMemory(self.slots, self.width, self.heads, self.gamma, self.learn_strength, name='memory')
     if self.addressing == 'ntm':
       return NTMMemory(self.slots, self.width, self.heads, 1, name='memory')
     raise ValueError(f"MANNClassifier: addressing must be 'lrua' or 'ntm'; got {self.addressing!r}")

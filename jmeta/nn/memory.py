@@ -84,8 +84,13 @@ def least_used(usage: jax.Array, heads: int) -> jax.Array:
   Their sum is Santoro et al.'s `w^lu` (eq. 8): ones on the `heads` least-used slots; one row per head makes the
   heads write to distinct slots.
   """
-  order = jnp.argsort(usage, stable=True)[:heads]
-  return jax.nn.one_hot(order, usage.shape[0], dtype=usage.dtype)
+  # `heads` argmins over the slots not taken yet, not an argsort: XLA:CPU sorts slowly, and this runs every step.
+  rows, taken = [], jnp.zeros(usage.shape, jnp.bool_)
+  for _ in range(heads):
+    row = jax.nn.one_hot(jnp.argmin(jnp.where(taken, jnp.inf, usage)), usage.shape[0], dtype=usage.dtype)
+    rows.append(row)
+    taken = taken | (row > 0)
+  return jnp.stack(rows)
 
 
 def lrua_step(state: MemoryState, keys: jax.Array, gates: jax.Array, gamma: float | jax.Array,

@@ -56,6 +56,7 @@ def fit(
     time_limit: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
     vmap_size: int | None = None,
+    grad_of_mean: bool = False,
 ) -> TrainState:
   """Meta-trains from `state` until `state.step == steps`.
 
@@ -79,6 +80,8 @@ def fit(
       included; the state and the sampler's data are replicated. `meta_batch` must divide evenly over it.
     vmap_size: tasks vmapped at once (`jmeta.meta_step`'s `vmap_size`): the meta-batch is mapped over in chunks
       of this many, which bounds memory and, on a CPU, can be faster than one `vmap` over all of it.
+    grad_of_mean: the learner's `meta_grad` is `jax.grad(loss)`; differentiate the mean loss of each meta-batch
+      (`jmeta.meta_step`'s `grad_of_mean`).
   """
   check_positive_int(meta_batch, 'meta_batch')
   check_positive_int(steps, 'steps')
@@ -105,7 +108,7 @@ def fit(
   elif resume:
     raise ValueError('resume=True needs out_dir, the directory holding the checkpoints')
 
-  step_fn = meta_step(learner, outer_opt, task_spec, vmap_size=vmap_size)
+  step_fn = meta_step(learner, outer_opt, task_spec, vmap_size=vmap_size, grad_of_mean=grad_of_mean)
   sample = as_pytree(sample)
   if mesh is not None:
     step_fn = constrain_step(step_fn, mesh)

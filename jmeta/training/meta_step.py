@@ -40,7 +40,7 @@ MetaStep = Callable[[TrainState, Task], tuple[TrainState, Metrics]]
 
 
 def meta_step(learner: MetaLearner, outer_opt: optax.GradientTransformation, task_spec: Task | None = None, *,
-              vmap_size: int | None = None) -> MetaStep:
+              vmap_size: int | None = None, grad_of_mean: bool = False) -> MetaStep:
   """`step(state, meta_batch) -> (state, metrics)`, jittable, for a meta-batch `[tasks, ...]`.
 
   Metrics are the learner's, averaged over tasks, plus `grad_norm` of the averaged meta-gradient. Give
@@ -48,18 +48,31 @@ def meta_step(learner: MetaLearner, outer_opt: optax.GradientTransformation, tas
   `vmap_size` bounds how many tasks are vmapped at once: the meta-batch is then mapped (`lax.map`) over chunks
   of that many tasks, so a large meta-batch holds only one chunk's intermediates; the result is the same. Leave
   it unset when the meta-batch is sharded over devices, where each device's share is already a chunk.
+
+  `grad_of_mean=True` says the learner's `meta_grad` is `jax.grad(loss)` (true of MAML, the metric learners and the
+  sequence learners; not of Reptile or first-order MAML): the step then differentiates the meta-batch's mean loss,
+  equal by linearity, and never holds one gradient per task. Under `vmap` each task's gradient is otherwise
+  accumulated on its own through the backward pass; for a recurrent learner over a 50-step sequence that made the
+  step 1.5-2.2 times slower on a CPU (`benchmarks/memory.py`).
   """
   if vmap_size is not None:
     vmap_size = check_positive_int(vmap_size, 'vmap_size')
 
+  def map_tasks(fn, batch):
+    if vmap_size is None:
+      return jax.vmap(fn)(batch)
+    return jax.lax.map(fn, batch, batch_size=vmap_size)  # vmaps any remainder (or a smaller batch) in one go
+
   def step(state: TrainState, batch: Task) -> tuple[TrainState, Metrics]:
     check_meta_batch(batch, task_spec)
-    per_task = lambda task: learner.meta_grad(state.params, task)
-    if vmap_size is None:
-      grads, metrics = jax.vmap(per_task)(batch)
-    else:  # lax.map vmaps any remainder (or a batch smaller than vmap_size) in one go
-      grads, metrics = jax.lax.map(per_task, batch, batch_size=vmap_size)
-    grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    if grad_of_mean:
+      def mean_loss(params):
+        values, metrics = map_tasks(lambda task: learner.loss(params, task), batch)
+        return jnp.mean(values), metrics
+      grads, metrics = jax.grad(mean_loss, has_aux=True)(state.params)
+    else:
+      grads, metrics = map_tasks(lambda task: learner.meta_grad(state.params, task), batch)
+      grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     metrics = {k: jnp.mean(v) for k, v in metrics.items()}
     metrics['grad_norm'] = optax.tree.norm(grads)
     updates, opt_state = outer_opt.update(grads, state.opt_state, state.params)
