@@ -58,3 +58,46 @@ def masked(fn: Callable[[jax.Array, jax.Array], Any]) -> Callable[..., Any]:
     return jax.tree.map(lambda v: masked_mean(v, mask), each)
 
   return apply
+
+
+def normal_log_prob(x: jax.Array, loc: jax.Array, scale: jax.Array) -> jax.Array:
+  """The log-density of `N(loc, scale**2)` at `x`, elementwise (arrays broadcast)."""
+  # Two closed forms (this one and `normal_kl`) instead of distrax, which would bring TensorFlow Probability.
+  z = (x - loc) / scale
+  return -0.5 * jnp.square(z) - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
+
+
+def normal_kl(loc_q: jax.Array, scale_q: jax.Array, loc_p: jax.Array, scale_p: jax.Array) -> jax.Array:
+  """`KL(N(loc_q, scale_q**2) || N(loc_p, scale_p**2))`, elementwise:
+  `log(scale_p / scale_q) + (scale_q**2 + (loc_q - loc_p)**2) / (2 scale_p**2) - 1/2`."""
+  return (jnp.log(scale_p) - jnp.log(scale_q) + (jnp.square(scale_q) + jnp.square(loc_q - loc_p))
+          / (2 * jnp.square(scale_p)) - 0.5)
+
+
+def gaussian_log_likelihood(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean over examples of the log-density of `targets` under Gaussian predictions, summed over target features.
+
+  Args:
+    predictions: `[examples, 2 * dim]`, the means then the standard deviations (a neural process's `predict`), or
+      `[examples, samples, 2 * dim]`, an equally weighted mixture of `samples` such Gaussians per example (a latent
+      neural process's predictions for `samples` draws of its latent variable).
+    targets: `[examples, dim]`.
+
+  Returns:
+    A scalar: `mean_i log p(targets_i)`, with `p` the Gaussian, or the mixture (`logsumexp` over samples minus
+    `log(samples)`).
+  """
+  if targets.ndim != 2 or predictions.ndim not in (2, 3) or predictions.shape[0] != targets.shape[0] or (
+      predictions.shape[-1] != 2 * targets.shape[-1]):
+    raise ValueError('gaussian_log_likelihood: expected predictions [examples, 2 * dim] or [examples, samples, '
+                     f'2 * dim] and targets [examples, dim]; got {predictions.shape} and {targets.shape}')
+  mean, std = jnp.split(predictions, 2, axis=-1)
+  if predictions.ndim == 2:
+    return jnp.mean(jnp.sum(normal_log_prob(targets, mean, std), axis=-1))
+  per_sample = jnp.sum(normal_log_prob(targets[:, None], mean, std), axis=-1)
+  return jnp.mean(jax.nn.logsumexp(per_sample, axis=1) - jnp.log(predictions.shape[1]))
+
+
+def gaussian_nll(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+  """`-gaussian_log_likelihood(predictions, targets)`, a loss."""
+  return -gaussian_log_likelihood(predictions, targets)

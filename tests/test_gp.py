@@ -7,8 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scipy import stats
+
 import jmeta
-from jmeta.datasets import gp_functions, gp_sample, rbf_kernel
+from jmeta.datasets import (gp_functions, gp_joint_log_likelihood, gp_log_likelihood, gp_predictive, gp_sample,
+                            rbf_kernel, task_kernel)
+from jmeta.tasks import Split
 
 quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 
@@ -77,7 +81,72 @@ def test_a_dense_grid_of_400_points_factorises_in_float32():
     (dict(extra=0, targets_include_context=False), 'extra must allow at least one target point'),
     (dict(lengthscale=0.0), 'lengthscale must be a positive finite number; got 0.0'),
     (dict(x_range=(1.0, 1.0)), r'x_range must be \(low, high\) with low < high'),
+    (dict(scale=(1.0, 0.5)), r'scale must be a positive number or a range \(low, high\) with 0 < low <= high'),
+    (dict(context=(3, 9), extra=(2, 9), max_points=10), r'max_points must be an integer >= .* \(9 \+ 2\); got 10'),
 ])
 def test_invalid_arguments_raise(kwargs, message):
   with pytest.raises(ValueError, match=message):
     gp_functions(**kwargs)
+
+
+def _numpy_kernel(a, b, lengthscale, scale):
+  return scale ** 2 * np.exp(-0.5 * (a[:, None, 0] - b[None, :, 0]) ** 2 / lengthscale ** 2)
+
+
+def test_exact_gp_predictive_against_numpy_and_scipy_with_padding():
+  rng = np.random.default_rng(0)
+  kernel = dict(lengthscale=0.3, scale=0.8, noise=0.05)
+  xc, xt = rng.uniform(-2, 2, (5, 1)), rng.uniform(-2, 2, (4, 1))
+  # Context and targets drawn jointly from the GP, so the figures are typical ones.
+  x = np.concatenate([xc, xt])
+  cov = _numpy_kernel(x, x, 0.3, 0.8) + 0.05 ** 2 * np.eye(9)
+  y = rng.multivariate_normal(np.zeros(9), cov)[:, None]
+  yc, yt = y[:5], y[5:]
+  # The independent reference: the conditional Gaussian in NumPy, and SciPy's densities.
+  a = _numpy_kernel(xc, xc, 0.3, 0.8) + 0.05 ** 2 * np.eye(5)
+  cross = _numpy_kernel(xt, xc, 0.3, 0.8)
+  mean = cross @ np.linalg.solve(a, yc)
+  post = _numpy_kernel(xt, xt, 0.3, 0.8) + 0.05 ** 2 * np.eye(4) - cross @ np.linalg.solve(a, cross.T)
+  per_point = stats.norm.logpdf(yt[:, 0], mean[:, 0], np.sqrt(np.diag(post)))
+  joint = stats.multivariate_normal(np.zeros(9), cov).logpdf(y[:, 0]) - stats.multivariate_normal(
+      np.zeros(5), a).logpdf(yc[:, 0])
+  # Padding: junk rows (mask False) in the middle of the context, and one at the end of the targets.
+  context = Split(np.insert(xc, [1, 3], 9.0, axis=0), np.insert(yc, [1, 3], -7.0, axis=0),
+                  np.insert(np.ones(5, bool), [1, 3], False))
+  targets = Split(np.concatenate([xt, [[0.1]]]), np.concatenate([yt, [[40.0]]]), np.array([True] * 4 + [False]))
+  with jax.enable_x64(True):
+    context, targets = jax.tree.map(jnp.asarray, (context, targets))
+
+    @quick_jit
+    def ours(context, targets):
+      return (gp_predictive(context, targets.x, **kernel), gp_log_likelihood(context, targets, **kernel),
+              gp_joint_log_likelihood(context, targets, **kernel), gp_joint_log_likelihood(
+                  context, Split(targets.x[:4], targets.y[:4]), **kernel),
+              gp_log_likelihood(context._replace(mask=jnp.zeros(7, bool)), targets, **kernel))
+
+    (got_mean, got_std), got_per_point, got_joint, unpadded_joint, no_context = ours(context, targets)
+  np.testing.assert_allclose(got_mean[:4], mean, rtol=1e-9)
+  np.testing.assert_allclose(got_std[:4, 0], np.sqrt(np.diag(post)), rtol=1e-9)
+  np.testing.assert_allclose(got_per_point[:4], per_point, rtol=1e-9)
+  np.testing.assert_allclose([got_joint, unpadded_joint], joint, rtol=1e-9)
+  # With every context point masked, the prior: N(0, scale^2 + noise^2).
+  np.testing.assert_allclose(no_context[:4], stats.norm.logpdf(yt[:, 0], 0, np.sqrt(0.8 ** 2 + 0.05 ** 2)),
+                             rtol=1e-9)
+
+
+def test_random_kernels_and_a_bound_on_the_points():
+  sample = gp_functions((3, 49), (0, 46), max_points=49, lengthscale=(0.1, 0.6), scale=(0.1, 1.0))
+  keys = jax.random.split(jax.random.PRNGKey(3), 500)
+  tasks, kernels = quick_jit(jax.vmap(lambda k: (sample(k), task_kernel(k, lengthscale=(0.1, 0.6),
+                                                                      scale=(0.1, 1.0)))))(keys)
+  lengthscale, scale = np.asarray(kernels.lengthscale), np.asarray(kernels.scale)
+  assert 0.1 <= lengthscale.min() < 0.15 and 0.55 < lengthscale.max() <= 0.6
+  assert 0.1 <= scale.min() < 0.15 and 0.95 < scale.max() <= 1.0
+  total = np.asarray(tasks.query.mask).sum(1)
+  assert total.max() == 49 and np.asarray(tasks.support.mask).sum(1).min() == 3
+  # Each task's y is the documented draw with its own kernel: its spread follows its scale.
+  for i in range(2):
+    y = gp_sample(jax.random.split(keys[i], 4)[1], tasks.query.x[i], lengthscale=lengthscale[i], scale=scale[i])
+    np.testing.assert_allclose(tasks.query.y[i], y, rtol=1e-4, atol=1e-5)
+  rms = np.sqrt(np.mean(np.asarray(tasks.query.y) ** 2, axis=(1, 2)))
+  assert np.corrcoef(rms, scale)[0, 1] > 0.8

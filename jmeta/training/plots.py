@@ -22,8 +22,11 @@ def plot_learning_curve(out_dir: str | os.PathLike, filename: str = 'learning_cu
   valid_keys = sorted({k for r in records for k in r if k.startswith('valid_') and k != 'valid_ci95'})
   fig, axes = plt.subplots(1, 1 + len(valid_keys), figsize=(5 * (1 + len(valid_keys)), 3.5), squeeze=False)
   axes = axes[0]
-  axes[0].plot([r['step'] for r in records], [r['loss'] for r in records])
-  axes[0].set(xlabel='meta-step', ylabel='meta-training loss', yscale='log', title='training')
+  loss = [r['loss'] for r in records]
+  axes[0].plot([r['step'] for r in records], loss)
+  # A negative log-likelihood (neural processes) goes below 0, where a log scale has nothing to show.
+  axes[0].set(xlabel='meta-step', ylabel='meta-training loss', yscale='log' if min(loss) > 0 else 'linear',
+              title='training')
   for ax, key in zip(axes[1:], valid_keys):
     rows = [r for r in records if key in r]
     steps = [r['step'] for r in rows]
