@@ -15,6 +15,7 @@ wrong per sequence on 1,000 sequences of length 10, 20 and 40.
     python benchmarks/memory.py --rows mann-5 lstm-5          # 60 minutes each
     python benchmarks/memory.py --rows ntm-copy lstm-copy --minutes 20
     python benchmarks/memory.py --table                       # the README tables from the JSON
+    python benchmarks/memory.py --plot                        # memory.png from the JSON
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INSTANCES = (1, 2, 3, 4, 5, 10)
 # Santoro et al. (2016), Table 1: 5 classes, one-hot labels, accuracy (%) at each instance.
 PAPER = {'mann': (36.4, 82.8, 91.0, 92.6, 94.9, 98.1), 'lstm': (24.4, 49.5, 55.3, 61.0, 63.6, 62.5)}
-ROWS = {'mann-5': ('mann', 5), 'lstm-5': ('lstm', 5)}
+ROWS = {'mann-5': ('mann', 5), 'lstm-5': ('lstm', 5), 'mann-5-strength': ('mann', 5)}
+EXTRA = {'mann-5-strength': ['--learn-strength']}
+LABELS = {'mann-5': 'MANN', 'lstm-5': 'LSTM', 'mann-5-strength': 'MANN, learned read strength'}
+"""Rows that differ from the paper's model: `mann-5-strength` sharpens LRUA reads by a learned strength."""
 COPY_ROWS = ('ntm-copy', 'lstm-copy')
 COPY_LENGTHS = (10, 20, 40)
 # Adam at 1e-3 instead of the paper's RMSProp at 1e-4: the budget allows about a fifth of the paper's 100,000
@@ -41,8 +45,8 @@ RECIPE = ['--outer-opt', 'adam', '--outer-lr', '1e-3', '--log-every', '100', '--
           '--valid-episodes', '200', '--eval-episodes', '1000']
 
 
-def command(algo: str, ways: int, out: str, minutes: float, quick: bool) -> list[str]:
-  cmd = ['jmeta', 'train', '--algo', algo, '--dataset', 'omniglot-sequences', '--ways', str(ways)]
+def command(algo: str, ways: int, out: str, minutes: float, quick: bool, extra=()) -> list[str]:
+  cmd = ['jmeta', 'train', '--algo', algo, '--dataset', 'omniglot-sequences', '--ways', str(ways), *extra]
   if quick:
     cmd += ['--hidden', '16', '--steps', '4', '--log-every', '2', '--valid-episodes', '0', '--eval-episodes', '20',
             '--meta-batch', '2', '--shots', '3']
@@ -61,7 +65,7 @@ def matmul_rate() -> float:
 def run_row(name: str, args: argparse.Namespace) -> dict:
   algo, ways = ROWS[name]
   out = os.path.join(args.runs, name)
-  cmd = command(algo, ways, out, args.minutes, args.quick)
+  cmd = command(algo, ways, out, args.minutes, args.quick, EXTRA.get(name, ()))
   rate_before = matmul_rate()
   t0 = time.perf_counter()
   done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if args.resume else []),
@@ -188,20 +192,20 @@ def copy_table(report: dict) -> str:
 
 def table(report: dict) -> str:
   head = ' | '.join(f'{k}{"st" if k == 1 else "nd" if k == 2 else "rd" if k == 3 else "th"}' for k in INSTANCES)
-  lines = [f'| model | {head} | episodes trained | training min | matmul GFLOP/s |',
+  lines = [f'| model | {head} | episodes trained | training min | matmul GFLOP/s before / after |',
            '|---' * (len(INSTANCES) + 4) + '|']
-  for r in sorted(report['results'], key=lambda r: r['row']):
-    if r['row'] not in ROWS:
-      continue
-    paper = ' | '.join(f'{v:.1f}' for v in PAPER[r['algo']])
-    lines.append(f"| {r['algo'].upper()} (Santoro et al.) | {paper} | 100,000 | - | - |")
+  rows = [r for r in report['results'] if r['row'] in ROWS]
+  for r in sorted(rows, key=lambda r: list(ROWS).index(r['row'])):
+    if r['row'] not in EXTRA:
+      paper = ' | '.join(f'{v:.1f}' for v in PAPER[r['algo']])
+      lines.append(f"| {LABELS[r['row']]} (Santoro et al.) | {paper} | 100,000 | - | - |")
     if 'error' in r:
-      lines.append(f"| {r['algo'].upper()} (jmeta) | {r['error']} |")
+      lines.append(f"| {LABELS[r['row']]} (jmeta) | {r['error']} |")
       continue
     ours = ' | '.join(f"{100 * r['by_instance'][str(k)]:.1f} ± {100 * r['by_instance_ci95'][str(k)]:.1f}"
                       for k in INSTANCES)
     episodes = r['meta_steps'] * r['config']['meta_batch']
-    lines.append(f"| {r['algo'].upper()} (jmeta) | {ours} | {episodes:,} | {r['train_seconds'] / 60:.0f} | "
+    lines.append(f"| {LABELS[r['row']]} (jmeta) | {ours} | {episodes:,} | {r['train_seconds'] / 60:.0f} | "
                  f"{r['matmul_gflops_before']:.0f} / {r['matmul_gflops_after']:.0f} |")
   return '\n'.join(lines)
 
@@ -211,10 +215,11 @@ def plot(report: dict, path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-  rows = [r for r in sorted(report['results'], key=lambda r: r['row']) if r['row'] in ROWS]
-  for r, color in zip(rows, ('C0', 'C1', 'C2', 'C3')):
-    name = r['algo'].upper()
-    left.plot(INSTANCES, PAPER[r['algo']], '--', color=color, label=f'{name}, Santoro et al.')
+  rows = [r for r in report['results'] if r['row'] in ROWS]
+  for r, color in zip(sorted(rows, key=lambda r: list(ROWS).index(r['row'])), ('C0', 'C1', 'C2', 'C3')):
+    name = LABELS[r['row']]
+    if r['row'] not in EXTRA:
+      left.plot(INSTANCES, PAPER[r['algo']], '--', color=color, label=f'{name}, Santoro et al.')
     if 'by_instance' in r:
       left.errorbar(INSTANCES, [100 * r['by_instance'][str(k)] for k in INSTANCES],
                     yerr=[100 * r['by_instance_ci95'][str(k)] for k in INSTANCES], color=color, marker='o',
@@ -243,8 +248,13 @@ def main() -> None:
   parser.add_argument('--runs', default=os.path.join(os.path.expanduser('~'), '.cache', 'jmeta', 'runs'))
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))
   parser.add_argument('--table', action='store_true', help='print the markdown table of the results in --out')
+  parser.add_argument('--plot', action='store_true', help='redraw memory.png from the results in --out')
   args = parser.parse_args()
   path = os.path.join(args.out, 'memory.json')
+  if args.plot:
+    with open(path) as f:
+      plot(json.load(f), os.path.join(args.out, 'memory.png'))
+    return
   if args.table:
     with open(path) as f:
       report = json.load(f)

@@ -90,8 +90,16 @@ def _scores(fn, functions, sizes, chunk: int = 50) -> dict:
     task, kernel = task_and_kernel
     return fn(task._replace(support=task.support._replace(mask=jnp.arange(50) < n)), kernel)
 
-  run = jax.jit(lambda functions, n: jax.lax.map(lambda f: one(f, n), functions, batch_size=chunk))
-  return {n: jax.tree.map(np.asarray, run(functions, n)) for n in sizes}
+  # A Python loop over jitted vmaps of `chunk` functions, not one `lax.map`: twice a float64 `lax.map` of the GP
+  # scores hung here with every XLA:CPU thread waiting on a futex (jax 0.10.2, a loaded 2-core machine).
+  run = jax.jit(jax.vmap(one, in_axes=(0, None)))
+  episodes = len(jax.tree.leaves(functions)[0])
+
+  def scores(n):
+    parts = [run(jax.tree.map(lambda a: a[i:i + chunk], functions), n) for i in range(0, episodes, chunk)]
+    return jax.tree.map(lambda *p: np.concatenate([np.asarray(x) for x in p]), *parts)
+
+  return {n: scores(n) for n in sizes}
 
 
 def score_learner(experiment, params, functions, sizes) -> dict:
