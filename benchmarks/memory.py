@@ -16,6 +16,7 @@ wrong per sequence on 1,000 sequences of length 10, 20 and 40.
     python benchmarks/memory.py --rows ntm-copy lstm-copy --minutes 20
     python benchmarks/memory.py --table                       # the README tables from the JSON
     python benchmarks/memory.py --plot                        # memory.png from the JSON
+    python benchmarks/memory.py --profile-step                # one meta-step's parts: memory_step.json
 """
 
 from __future__ import annotations
@@ -160,6 +161,47 @@ def run_copy_row(name: str, args: argparse.Namespace) -> dict:
           'cores': len(os.sched_getaffinity(0)), 'recipe': 'batch 16, Adam 1e-3, clip_by_global_norm 10'}
 
 
+def profile_step(repeats: int = 20) -> dict:
+  """Milliseconds of one meta-batch of 16 Omniglot-size episodes (50 steps of 20x20 images, 5 classes) for MANN
+  and LSTM at the paper's sizes: the forward loss, the per-episode gradients averaged (`meta_step`'s default) and
+  the gradient of the mean loss (`grad_of_mean=True`), each the best of 3 rounds of `repeats` calls."""
+  import jax
+  import jax.numpy as jnp
+  from jmeta.algorithms.mann import init_params, mann
+  from jmeta.models.recurrent import LSTMClassifier, MANNClassifier
+  from jmeta.sequences import SequenceTask, shifted_labels
+
+  def best_ms(fn, *args):
+    jax.block_until_ready(fn(*args))
+    rounds = []
+    for _ in range(3):
+      t0 = time.perf_counter()
+      for _ in range(repeats):
+        out = fn(*args)
+      jax.block_until_ready(out)
+      rounds.append((time.perf_counter() - t0) / repeats * 1e3)
+    return round(min(rounds), 2)
+
+  x = jax.random.uniform(jax.random.PRNGKey(0), (16, 50, 20, 20, 1))
+  y = jax.random.randint(jax.random.PRNGKey(1), (16, 50), 0, 5)
+  batch = SequenceTask(x, y, jax.vmap(lambda labels: shifted_labels(labels, 5))(y))
+  out = {'matmul_gflops_before': matmul_rate(), 'meta_batch': 16, 'steps': 50, 'repeats': repeats}
+  for name, module in (('mann', MANNClassifier(5)), ('lstm', LSTMClassifier(5))):
+    learner = mann(module)
+    params = init_params(module, jax.random.PRNGKey(2), x[0, 0])
+
+    def mean_loss(params, batch):
+      return jnp.mean(jax.vmap(learner.loss, in_axes=(None, 0))(params, batch)[0])
+
+    per_task = jax.jit(lambda p, b: jax.tree.map(lambda g: jnp.mean(g, 0),
+                                                 jax.vmap(learner.meta_grad, in_axes=(None, 0))(p, b)[0]))
+    out[name] = {'forward_ms': best_ms(jax.jit(mean_loss), params, batch),
+                 'per_task_grads_ms': best_ms(per_task, params, batch),
+                 'grad_of_mean_ms': best_ms(jax.jit(jax.grad(mean_loss)), params, batch)}
+  out['matmul_gflops_after'] = matmul_rate()
+  return out
+
+
 def merge(path: str, rows: list[dict], header: dict) -> dict:
   """Replaces `rows` (by row name) in the report at `path`, under a lock, and returns the report."""
   with open(path + '.lock', 'w') as lock:
@@ -249,8 +291,16 @@ def main() -> None:
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))
   parser.add_argument('--table', action='store_true', help='print the markdown table of the results in --out')
   parser.add_argument('--plot', action='store_true', help='redraw memory.png from the results in --out')
+  parser.add_argument('--profile-step', action='store_true',
+                      help='time one meta-batch of MANN and LSTM three ways; writes memory_step.json in --out')
   args = parser.parse_args()
   path = os.path.join(args.out, 'memory.json')
+  if args.profile_step:
+    result = profile_step()
+    with open(os.path.join(args.out, 'memory_step.json'), 'w') as f:
+      json.dump(result, f, indent=1)
+    print(json.dumps(result))
+    return
   if args.plot:
     with open(path) as f:
       plot(json.load(f), os.path.join(args.out, 'memory.png'))

@@ -52,8 +52,8 @@ def meta_step(learner: MetaLearner, outer_opt: optax.GradientTransformation, tas
   `grad_of_mean=True` says the learner's `meta_grad` is `jax.grad(loss)` (true of MAML, the metric learners and the
   sequence learners; not of Reptile or first-order MAML): the step then differentiates the meta-batch's mean loss,
   equal by linearity, and never holds one gradient per task. Under `vmap` each task's gradient is otherwise
-  accumulated on its own through the backward pass; for a recurrent learner over a 50-step sequence that made the
-  step 1.5-2.2 times slower on a CPU (`benchmarks/memory.py`).
+  accumulated on its own through the backward pass: for the MANN and LSTM of Santoro et al. over 50-step episodes
+  that gradient took 2.4 and 4.9 times as long on a CPU (`python benchmarks/memory.py --profile-step`).
   """
   if vmap_size is not None:
     vmap_size = check_positive_int(vmap_size, 'vmap_size')
