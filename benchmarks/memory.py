@@ -22,13 +22,14 @@ wrong per sequence on 1,000 sequences of length 10, 20 and 40.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+
+from report import merge as merge_report  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTANCES = (1, 2, 3, 4, 5, 10)
@@ -203,19 +204,8 @@ def profile_step(repeats: int = 20) -> dict:
 
 
 def merge(path: str, rows: list[dict], header: dict) -> dict:
-  """Replaces `rows` (by row name) in the report at `path`, under a lock, and returns the report."""
-  with open(path + '.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    report = {'results': []}
-    if os.path.exists(path):
-      with open(path) as f:
-        report = json.load(f)
-    names = {r['row'] for r in rows}
-    kept = [r for r in report['results'] if r['row'] not in names]
-    report = {**header, 'results': sorted(kept + rows, key=lambda r: r['row'])}
-    with open(path, 'w') as f:
-      json.dump(report, f, indent=1)
-  return report
+  """Replaces `rows` (by row name) in the report at `path`, sorted by name, and returns the report."""
+  return merge_report(path, rows, header, lambda r: r['row'])
 
 
 def copy_table(report: dict) -> str:

@@ -14,7 +14,6 @@ different cores (`taskset -c 0 ...`, `taskset -c 1 ...`) run rows side by side.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ import sys
 import time
 
 from jmeta import experiments
+
+from report import merge as merge_report  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,20 +69,9 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
 
 
 def merge(path: str, rows: list[dict], header: dict) -> dict:
-  """Replaces `rows` (by row name) in the report at `path`, under a lock, and returns the report."""
-  with open(path + '.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    report = {'results': []}
-    if os.path.exists(path):
-      with open(path) as f:
-        report = json.load(f)
-    names = {r['row'] for r in rows}
-    kept = [r for r in report['results'] if r['row'] not in names]
-    order = {name: i for i, name in enumerate(sorted(ROWS))}
-    report = {**header, 'results': sorted(kept + rows, key=lambda r: order.get(r['row'], len(order)))}
-    with open(path, 'w') as f:
-      json.dump(report, f, indent=1)
-  return report
+  """Replaces `rows` (by row name) in the report at `path`, in the order of `ROWS`, and returns the report."""
+  order = {name: i for i, name in enumerate(sorted(ROWS))}
+  return merge_report(path, rows, header, lambda r: order.get(r['row'], len(order)))
 
 
 def table(report: dict) -> str:
