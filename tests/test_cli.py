@@ -136,7 +136,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
   args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--eval-episodes', '20',
           '--meta-batch', '4', '--no-progress']
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  env = {**os.environ, 'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'}
   subprocess.run(JMETA + args + ['--devices', '2', '--out', str(tmp_path / 'two')], check=True, env=env,
                  capture_output=True)
   cli.main(args + ['--out', str(tmp_path / 'one')])
