@@ -42,7 +42,7 @@ class GRUPolicy(nn.Module):
 
   Attributes:
     actions: number of discrete actions.
-    hidden: GRU units (Duan et al., 2016, use 256 for bandits).
+    hidden: GRU units (256 in Duan et al.'s bandit experiments, as we recall them).
   """
   actions: int
   hidden: int = 256
@@ -266,7 +266,8 @@ def _register() -> None:
                   value_coef=c.value_coef, entropy_coef=c.entropy_coef)
     return Recipe(lambda key: init_params(module, key, env), learner, learner)
 
-  # Duan et al. (2016) train a GRU of 256 units with TRPO on large batches of trials. PPO's clip 0.2 and value
+  # Duan et al. (2016) train a GRU with TRPO on large batches of trials (256 units for bandits, as we recall their
+  # appendix; the paper could not be re-read offline when this was written). PPO's clip 0.2 and value
   # coefficient 0.5 are Schulman et al.'s (2017). The rest is ours, for a 2-core CPU (benchmarks/meta_rl.py): 64
   # units, 256 trials per update at n <= 10 and 64 beyond, Adam 1e-3, entropy bonus 0.01, discount 0.99, GAE's
   # lambda 0.3; 20,000 updates at n <= 10 (about 5 minutes here), 5,000 beyond.
@@ -277,7 +278,7 @@ def _register() -> None:
       name='rl2', family='memory-based', title='RL^2',
       paper='Duan, Schulman, Chen, Bartlett, Sutskever & Abbeel, 2016, arXiv:1611.02779',
       options=(
-          Option('hidden', 'GRU units (default 256, as the paper)', default=256),
+          Option('hidden', 'GRU units (default 256; the bandit recipe: 64)', default=256),
           Option('discount', 'discount over the trial, in (0, 1] (default 0.99)', float, default=0.99,
                  validate=_unit),
           Option('gae_lambda', "GAE's lambda, in [0, 1] (default 0.3)", float, default=0.3,
