@@ -44,7 +44,7 @@ PULLS = (10, 100, 500)
 POLICIES = ('thompson', 'ucb1', 'epsilon_greedy', 'gittins')
 UCB_SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 EPSILONS = (0.0, 0.01, 0.05, 0.1, 0.2, 1.0)
-# Duan et al. (2016), Table 1: total reward per trial.
+# Duan et al. (2016), Table 1: total reward per trial, typed from the paper as recalled (not re-checked offline).
 PAPER = {
     (5, 10): dict(random=5.0, gittins=6.6, thompson=5.7, ucb1=6.7, epsilon_greedy=6.6, greedy=6.6, rl2=6.7),
     (10, 10): dict(random=5.0, gittins=6.6, thompson=5.5, ucb1=6.7, epsilon_greedy=6.6, greedy=6.6, rl2=6.7),
