@@ -88,7 +88,7 @@ def memory_case(method: str, steps: int, quick: bool) -> dict:
 
 
 def run_memory(args: argparse.Namespace) -> list[dict]:
-  steps = (2, 4) if args.quick else INNER_STEPS
+  steps = (2,) if args.quick else INNER_STEPS
   rows = []
   for method in METHODS:
     for s in steps:
@@ -121,7 +121,12 @@ def run_omniglot(args: argparse.Namespace) -> dict:
   done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if args.resume else []),
                         capture_output=True, text=True)
   seconds = time.perf_counter() - t0
-  row = {'row': 'omniglot-5w1s', 'command': ' '.join(cmd), 'paper': PAPER_5W1S, 'budget_minutes': args.minutes,
+  import jax
+  backend = jax.default_backend()
+  row = {'row': 'omniglot-5w1s' + ('' if backend == 'cpu' else f'-{backend}') + (f'-{args.tag}' if args.tag else ''),
+         'backend': backend,
+         'device': str(jax.devices()[0].device_kind), 'command': ' '.join(cmd), 'paper': PAPER_5W1S,
+         'budget_minutes': args.minutes,
          'wall_seconds': round(seconds, 1), 'matmul_gflops_before': rate_before, 'matmul_gflops_after': matmul_rate(),
          'cores': len(os.sched_getaffinity(0))}
   if done.returncode != 0:
@@ -153,16 +158,18 @@ def plot(report: dict, path: str) -> None:
                 label=f'{method}, peak RSS above base')
   left.set(xlabel='inner steps', ylabel='MB', title='one meta-gradient, 5-way 1-shot Omniglot conv4')
   for r in report['results']:
-    if r['row'] == 'omniglot-5w1s' and 'curve' in r:
+    if r['row'].startswith('omniglot-5w1s') and 'curve' in r:
+      where = f"{r.get('device', 'cpu')}, lam_damping {r.get('config', {}).get('lam_damping') or 0:g}"
       train = [p for p in r['curve'] if p['train_accuracy'] is not None]
       valid = [p for p in r['curve'] if p['valid_accuracy'] is not None]
-      right.plot([p['step'] for p in train], [100 * p['train_accuracy'] for p in train], alpha=0.7,
-                 label='training tasks (query accuracy)')
+      line, = right.plot([p['step'] for p in train], [100 * p['train_accuracy'] for p in train], alpha=0.5,
+                         label=f'{where}: training tasks (query accuracy)')
       right.plot([p['step'] for p in valid], [100 * p['valid_accuracy'] for p in valid], 'o-',
-                 label='validation episodes')
-      right.axhline(PAPER_5W1S['GD'], ls='--', color='gray', label='paper, iMAML-GD')
-      right.errorbar([r['meta_steps']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='s', color='k',
-                     label='test, 95% CI')
+                 color=line.get_color(), label=f'{where}: validation episodes')
+      if 'accuracy' in r:
+        right.errorbar([r['meta_steps']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='s', color='k',
+                       label=f'{where}: test, 95% CI')
+  right.axhline(PAPER_5W1S['GD'], ls='--', color='gray', label='paper, iMAML-GD')
   right.set(xlabel='meta-steps', ylabel='accuracy (%)', title='iMAML, 5-way 1-shot Omniglot')
   for ax in (left, right):
     ax.legend(fontsize=7)
@@ -179,15 +186,18 @@ def table(report: dict) -> str:
   for r in mem:
     lines.append(f"| {r['method']} | {r['inner_steps']} | {r['xla_mb']:.1f} | {r['rss_mb']:.0f} "
                  f"({r['rss_base_mb']:.0f}) | {r['run_s']:.3f} |")
-  for r in report['results']:
-    if r['row'] == 'omniglot-5w1s':
-      ours = r.get('error') or f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
-      minutes = f"{r['train_seconds'] / 60:.0f}" if 'train_seconds' in r else '-'
-      lines += ['', '| ways | shots | paper GD / HF % | ours % (95% CI) | meta-steps | training min | matmul GFLOP/s '
-                'before / after | command |', '|---|---|---|---|---|---|---|---|',
-                f"| 5 | 1 | {PAPER_5W1S['GD']} / {PAPER_5W1S['HF']} | {ours} | {r.get('meta_steps', '-')} | "
-                f"{minutes} | {r['matmul_gflops_before']:.0f} / {r['matmul_gflops_after']:.0f} | "
-                f"`{r['command'].split(' --out ')[0]} --out DIR` |"]
+  runs = [r for r in report['results'] if r['row'].startswith('omniglot-5w1s')]
+  if runs:
+    lines += ['', '| ways | shots | paper GD / HF % | ours % (95% CI) | lam_damping | meta-steps | training min | '
+              'device | matmul GFLOP/s before / after | command |', '|---|---|---|---|---|---|---|---|---|---|']
+  for r in runs:
+    ours = r.get('error') or f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
+    minutes = f"{r['train_seconds'] / 60:.0f}" if 'train_seconds' in r else '-'
+    damping = r.get('config', {}).get('lam_damping') or 0
+    lines.append(f"| 5 | 1 | {PAPER_5W1S['GD']} / {PAPER_5W1S['HF']} | {ours} | {damping:g} | "
+                 f"{r.get('meta_steps', '-')} | "
+                 f"{minutes} | {r.get('device', 'cpu')} | {r['matmul_gflops_before']:.0f} / "
+                 f"{r['matmul_gflops_after']:.0f} | `{r['command'].split(' --out ')[0]} --out DIR` |")
   return '\n'.join(lines)
 
 
@@ -201,6 +211,8 @@ def main() -> None:
   parser.add_argument('--runs', default=os.path.join(os.path.expanduser('~'), '.cache', 'jmeta', 'runs'))
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))
   parser.add_argument('--table', action='store_true', help='print the markdown tables of the results in --out')
+  parser.add_argument('--tag', help="appended to the Omniglot row's name, to keep an earlier run's row")
+  parser.add_argument('--merge-from', help="merge the rows of another run's imaml.json (e.g. from a GPU) into --out")
   parser.add_argument('--memory-case', nargs=2, metavar=('METHOD', 'STEPS'), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.memory_case:
@@ -211,8 +223,17 @@ def main() -> None:
     with open(path) as f:
       print(table(json.load(f)))
     return
+  if args.merge_from:
+    with open(args.merge_from) as f:
+      other = json.load(f)
+    with open(path if os.path.exists(path) else args.merge_from) as f:
+      header = {k: v for k, v in json.load(f).items() if k != 'results'}
+    report = merge_report(path, other['results'], header, lambda r: (r['row'].startswith('memory-'), r['row']))
+    plot(report, os.path.join(args.out, 'imaml.png'))
+    print(table(report))
+    return
   if not (args.memory or args.omniglot):
-    parser.error('choose --memory, --omniglot, or --table')
+    parser.error('choose --memory, --omniglot, --merge-from or --table')
   os.makedirs(args.out, exist_ok=True)
   import jax
   header = {'benchmark': 'imaml', 'quick': args.quick,

@@ -104,6 +104,7 @@ def imaml(
     lam: float = 2.0,
     cg_steps: int = 5,
     cg_damping: float = 0.0,
+    lam_damping: float = 0.0,
     loss_fn: LossFn = losses.mse,
     metrics_fn: MetricsFn | None = None,
 ) -> MetaLearner:
@@ -111,9 +112,9 @@ def imaml(
 
   The meta-parameters are the model's initialisation `theta`. `adapt` takes `steps` steps of `inner_opt` from
   `theta` on `L_support(phi) + lam/2 ||phi - theta||^2`. The meta-gradient of a task is `v` from `cg_steps` steps of
-  conjugate gradient on `((1 + cg_damping) I + H/lam) v = grad L_query(phi)`, `H` the support loss's Hessian at the
-  adapted `phi` (the implicit gradient when `cg_damping = 0` and the inner problem is solved; the authors' code
-  damps with 1). Memory does not depend on `steps`.
+  conjugate gradient on `((1 + cg_damping) I + H / (lam + lam_damping)) v = grad L_query(phi)`, `H` the support
+  loss's Hessian at the adapted `phi`: the implicit gradient when both dampings are 0 and the inner problem is
+  solved. The authors' code damps with `cg_damping = 1` and `lam_damping = 10`. Memory does not depend on `steps`.
 
   Args:
     apply_fn: `apply_fn(params, x) -> predictions` for `x: [examples, *input_shape]`.
@@ -122,6 +123,8 @@ def imaml(
     lam: the regularisation strength `lambda > 0`.
     cg_steps: conjugate gradient steps per meta-gradient (>= 1).
     cg_damping: `>= 0`, added to the identity of the linear system.
+    lam_damping: `>= 0`, added to `lam` where it divides the Hessian (a weaker curvature term: with the
+      non-convex support loss of a conv net, `I + H/lam` can be indefinite).
     loss_fn: `(predictions, targets) -> scalar`, the support and query loss (a mean over examples if splits are
       masked).
     metrics_fn: extra `(predictions, targets) -> {name: scalar}` reported on the query set.
@@ -131,6 +134,7 @@ def imaml(
   lam = check_positive_number(lam, 'lam (the regularisation strength lambda)')
   cg_steps = check_positive_int(cg_steps, 'cg_steps (conjugate gradient steps)')
   cg_damping = _check_damping(cg_damping, 'cg_damping')
+  lam_damping = _check_damping(lam_damping, 'lam_damping')
 
   def support_loss(phi: Params, support: Split) -> jax.Array:
     return split_loss(apply_fn, loss_fn, phi, support)
@@ -153,7 +157,7 @@ def imaml(
   def solution_bwd(num_steps, residuals, g):
     phi, support = residuals
     grad = jax.grad(support_loss)
-    matvec = lambda v: _axpy(1 / lam, jax.jvp(lambda p: grad(p, support), (phi,), (v,))[1],
+    matvec = lambda v: _axpy(1 / (lam + lam_damping), jax.jvp(lambda p: grad(p, support), (phi,), (v,))[1],
                              jax.tree.map(lambda a: (1 + cg_damping) * a, v))
     v = conjugate_gradient(matvec, g, cg_steps)
     # The optimality condition grad L(phi, s) + lam (phi - theta) = 0 also moves phi with the support set s.
@@ -189,20 +193,26 @@ OPTIONS = INNER_OPTIONS + (
     Option('cg_steps', 'conjugate gradient steps per meta-gradient (default: published)'),
     Option('cg_damping', 'damping added to the identity of the CG system, >= 0 (default: published)', float,
            validate=_check_damping),
+    Option('lam_damping', 'added to lambda where it divides the Hessian in the CG system, >= 0 (default: published)',
+           float, validate=_check_damping),
 )
 
 # Rajeswaran et al. (2019), section 5.2 (Table 2's caption): iMAML-GD takes 16 inner gradient steps at 5 ways and 25
 # at 20 ways, lambda = 2 and 5 CG steps, Adam outside. The authors' code (github.com/aravindr93/imaml_dev,
 # examples/README.md) gives the rest for 5-way 1-shot: inner SGD 0.1, Adam 1e-3, 32 tasks a meta-batch, K query
-# examples per class, at least 20,000 meta-steps, cg_damping 1.0 (its matrix is (1 + damping) I + H / (lam + 10):
-# the extra 10 is a constant of its code, not of the paper, and is not reproduced here), and 16 steps at test time.
+# examples per class, at least 20,000 meta-steps, cg_damping 1.0 and 16 steps at test time. Its CG matrix is
+# (1 + cg_damping) I + H / (lam + lam_damping) with lam_damping = 10 (implicit_maml/learner_model.py,
+# matrix_evaluator), a constant of its code, not of the paper: with lam_damping = 0 our 5-way 1-shot run diverged
+# (README, "iMAML").
 OMNIGLOT_RAJESWARAN2019 = dict(
     meta_batch=32, steps=20_000, inner_steps=lambda f: 16 if f['ways'] <= 5 else 25,
     eval_inner_steps=lambda f: 16 if f['ways'] <= 5 else 25, inner_lr=0.1, inner_opt='sgd', lam=2.0, cg_steps=5,
-    cg_damping=1.0, outer_lr=1e-3, outer_opt='adam', outer_decay=False, queries=lambda f: f['shots'])
+    cg_damping=1.0, lam_damping=10.0, outer_lr=1e-3, outer_opt='adam', outer_decay=False,
+    queries=lambda f: f['shots'])
 # The paper has no sinusoid experiment: Finn et al.'s (2017) budget and inner SGD 0.01 (section 5.1) with the
-# Omniglot settings of iMAML above (16 inner steps, lambda 2, 5 CG steps, damping 1).
-SINUSOID_RAJESWARAN2019 = {**SINUSOID_FINN2017, 'inner_steps': 16, 'lam': 2.0, 'cg_steps': 5, 'cg_damping': 1.0}
+# Omniglot settings of iMAML above (16 inner steps, lambda 2, 5 CG steps, the authors' code's dampings).
+SINUSOID_RAJESWARAN2019 = {**SINUSOID_FINN2017, 'inner_steps': 16, 'lam': 2.0, 'cg_steps': 5, 'cg_damping': 1.0,
+                           'lam_damping': 10.0}
 
 register_algorithm(Algorithm(
     name='imaml', family='gradient-based', title='iMAML',
@@ -210,7 +220,7 @@ register_algorithm(Algorithm(
     published={'sinusoid': SINUSOID_RAJESWARAN2019, 'omniglot': OMNIGLOT_RAJESWARAN2019},
     build=predictor_recipe(lambda c, apply_fn, loss_fn, metrics_fn: imaml(
         apply_fn, inner_optimizer(c), c.inner_steps, lam=c.lam, cg_steps=c.cg_steps, cg_damping=c.cg_damping,
-        loss_fn=loss_fn, metrics_fn=metrics_fn)),
+        lam_damping=c.lam_damping, loss_fn=loss_fn, metrics_fn=metrics_fn)),
     fixed_ways=True,
     results=tuple(
         # Rajeswaran et al. (2019), Table 2, iMAML-GD.
