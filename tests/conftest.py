@@ -8,15 +8,6 @@ import pytest
 
 _REPO = Path(__file__).resolve().parents[1]
 
-# Most of the suite's time is XLA:CPU compiling small programs once (an evaluation of 20 episodes spent ~75% of its
-# wall time in `backend_compile`). Optimisation level 0 skips LLVM's optimisation passes: it changes how fast the
-# machine code runs, not what it computes (that evaluation scored the same to the last digit), and cut it from 18
-# to 12 s, and two Omniglot training tests from 143 to 110 s, on a shared 2-core machine. Set here, before JAX
-# starts its backend, so that the workers and the `jmeta` processes the tests start inherit it; an XLA_FLAGS of
-# the user's that sets the level wins.
-if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0').strip()
-
 
 def _session_dir(tmp_path_factory) -> Path:
   """A temporary directory that every pytest-xdist worker of this session shares."""
