@@ -1,8 +1,9 @@
 """jmeta: meta-learning and few-shot learning as pure JAX functions."""
 
 from jmeta import algorithms, datasets, envs, losses, models, sequences
-from jmeta.algorithms import (anil, anp, cnp, fomaml, latent_np, maml, mann, matching_net, metasgd, neural_process,
-                              path_mask, pretrained, protonet, relation_net, reptile, sequence_learner, siamese_net)
+from jmeta.algorithms import (anil, anp, cnp, fomaml, imaml, latent_np, maml, mann, matching_net, metasgd,
+                              neural_process, path_mask, platipus, pretrained, protonet, relation_net, reptile, rl2,
+                              sequence_learner, siamese_net)
 from jmeta.base import MetaLearner
 from jmeta.envs import Environment, Trajectory, rollout
 from jmeta.evaluation import Summary, evaluator, summarize
@@ -14,9 +15,10 @@ from jmeta.training import TrainState, fit, init_state, meta_step
 __version__ = '0.1.0'
 
 __all__ = [
-    'Environment', 'MetaLearner', 'SequenceTask', 'Split', 'Summary', 'Task', 'TrainState', 'Trajectory', 'algorithms',
-    'anil', 'anp', 'check_meta_batch', 'check_sequence_task', 'check_task', 'cnp', 'datasets', 'envs', 'evaluator',
-    'fit', 'fomaml', 'init_state', 'inner_loop', 'latent_np', 'losses', 'maml', 'mann', 'matching_net', 'meta_step',
-    'metasgd', 'models', 'neural_process', 'path_mask', 'pretrained', 'protonet', 'relation_net', 'reptile', 'rollout',
-    'sequence_learner', 'sequences', 'shifted_labels', 'siamese_net', 'summarize', 'task_spec',
+    'Environment', 'MetaLearner', 'SequenceTask', 'Split', 'Summary', 'Task', 'TrainState', 'Trajectory',
+    'algorithms', 'anil', 'anp', 'check_meta_batch', 'check_sequence_task', 'check_task', 'cnp', 'datasets', 'envs',
+    'evaluator', 'fit', 'fomaml', 'imaml', 'init_state', 'inner_loop', 'latent_np', 'losses', 'maml', 'mann',
+    'matching_net', 'meta_step', 'metasgd', 'models', 'neural_process', 'path_mask', 'platipus', 'pretrained',
+    'protonet', 'relation_net', 'reptile', 'rl2', 'rollout', 'sequence_learner', 'sequences', 'shifted_labels',
+    'siamese_net', 'summarize', 'task_spec',
 ]

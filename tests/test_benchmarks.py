@@ -74,3 +74,46 @@ def test_speed_tables_and_scaling_plot_from_the_committed_results(tmp_path):
     sys.path.pop(0)
   speed_script.plot_scaling(scaling, str(tmp_path / 'scaling.png'))
   assert (tmp_path / 'scaling.png').stat().st_size > 10_000
+
+
+def test_imaml_benchmark_quick_memory_rows_write_json_plot_and_table(tmp_path):
+  # The memory rows only: the Omniglot mode runs `jmeta train --algo imaml`, which tests/test_imaml.py runs on
+  # sinusoid, and a conv4 iMAML program compiled in a fresh process would add most of a minute here.
+  subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'imaml.py'), '--quick', '--memory', '--out',
+                  str(tmp_path)], check=True, capture_output=True)
+  report = json.loads((tmp_path / 'imaml.json').read_text())
+  rows = {r['row']: r for r in report['results']}
+  assert (tmp_path / 'imaml.png').stat().st_size > 0 and report['quick']
+  assert {f'memory-{m}-2' for m in ('imaml', 'maml', 'maml-remat')} == set(rows)
+  assert all(r['xla_mb'] > 0 and r['rss_mb'] > r['rss_base_mb'] > 0 and r['matmul_gflops_before'] > 0
+             for r in rows.values())
+  table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'imaml.py'), '--table', '--out', str(tmp_path)],
+                         check=True, capture_output=True, text=True).stdout
+  assert f"| imaml | 2 | {rows['memory-imaml-2']['xla_mb']:.1f} |" in table
+
+
+def test_probabilistic_benchmark_quick_writes_json_plot_and_table(tmp_path):
+  subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'probabilistic.py'), '--quick', '--quick-steps', '5',
+                  '--out', str(tmp_path)], check=True, capture_output=True)
+  report = json.loads((tmp_path / 'probabilistic.json').read_text())
+  assert (tmp_path / 'probabilistic.png').stat().st_size > 0
+  assert report['quick'] and report['machine']['matmul_gflops_before'] > 0 < report['machine']['matmul_gflops_after']
+  assert set(report['results']) == {'maml', 'maml-gaussian', 'platipus'}
+  for row in report['results'].values():
+    assert row['meta_steps'] == 5 and 0 <= row['scores']['coverage']['mean'] <= 1
+    assert row['scores']['log_likelihood']['mean'] < 0 < row['scores']['mse']['mean']
+  assert report['results']['maml']['fitted_noise'] > 0
+  table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'probabilistic.py'), '--table', '--out',
+                          str(tmp_path)], check=True, capture_output=True, text=True).stdout
+  assert '| platipus | 5 |' in table
+
+
+def test_meta_rl_quick_writes_rows_and_plot(tmp_path):
+  subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'meta_rl.py'), '--quick', '--out', str(tmp_path)],
+                 check=True, capture_output=True)
+  report = json.loads((tmp_path / 'meta_rl.json').read_text())
+  rows = {r['policy']: r for r in report['results']}
+  assert set(rows) == {'random', 'greedy', 'epsilon_greedy', 'gittins', 'rl2'}
+  assert (tmp_path / 'meta_rl.png').is_file()
+  assert rows['rl2']['steps'] == 4 and report['matmul_gflops_before'] > 0 and report['matmul_gflops_after'] > 0
+  assert all(0 <= r['reward'] <= 5 and len(r['per_pull']) == 5 and r['tasks'] == 20 for r in rows.values())

@@ -26,6 +26,8 @@ BUILTIN = (
     'jmeta.datasets.omniglot',
     'jmeta.datasets.omniglot_sequences',
     'jmeta.datasets.gp',
+    'jmeta.datasets.ambiguous',
+    'jmeta.datasets.image_folders',   # mini-imagenet, tiered-imagenet, cifar-fs, fc100
 )
 """Modules whose import registers jmeta's own algorithms and datasets: one line each."""
 
