@@ -16,15 +16,12 @@ PROTONET_RUN = ['train', '--algo', 'protonet', '--dataset', 'omniglot', '--ways'
                 '--no-progress', '--seed', '5']
 
 
-def test_protonet_run_trains_evaluates_and_resumes_after_a_kill(omniglot_dir, tmp_path):
+def test_protonet_run_trains_evaluates_and_resumes(omniglot_dir, tmp_path):
   """One short run (5-way 1-shot, 100 meta-steps, checkpoints every 20, the step size halved at 50, so a resumed
   run must also resume its schedule) read by every check of a trained run: its record, `jmeta eval` at 20 ways
-  and on the official runs, and a twin killed after its first checkpoint and resumed."""
-  import subprocess
-  import sys
-
+  and on the official runs, and a twin stopped at step 40 and resumed to 100. (A run killed by a signal and
+  resumed is `test_cli.py`'s test on sinusoid: the same loop, without two more processes loading Omniglot.)"""
   import chex
-  from helpers import kill_after_checkpoint
   whole = tmp_path / 'whole'
   record = cli.main(PROTONET_RUN + ['--out', str(whole)])
   assert set(record) == {'accuracy', 'ci95', 'ways', 'shots', 'episodes'}
@@ -38,14 +35,13 @@ def test_protonet_run_trains_evaluates_and_resumes_after_a_kill(omniglot_dir, tm
   assert runs['trials'] == 400 and runs['episodes'] == 20 and runs['ways'] == 20
   assert runs['accuracy'] > 0.2 and runs['ci95'] > 0  # chance is 0.05
 
-  jmeta = [sys.executable, '-m', 'jmeta.cli']
-  killed = tmp_path / 'killed'
-  kill_after_checkpoint(jmeta + PROTONET_RUN + ['--out', str(killed)], killed, 20)
-  steps = [m['step'] for m in read_metrics(killed)]
-  assert steps and steps[-1] < 100, 'the run finished before it could be killed'
-  subprocess.run(jmeta + PROTONET_RUN + ['--out', str(killed), '--resume'], check=True, capture_output=True)
-  assert [m['step'] for m in read_metrics(killed)] == list(range(10, 101, 10))
-  chex.assert_trees_all_equal(cli.load_run(str(killed))[1], cli.load_run(str(whole))[1])
+  stopped = str(tmp_path / 'stopped')
+  steps = PROTONET_RUN.index('--steps') + 1
+  cli.main(PROTONET_RUN[:steps] + ['40'] + PROTONET_RUN[steps + 1:] + ['--out', stopped])
+  assert [m['step'] for m in read_metrics(stopped)] == list(range(10, 41, 10))
+  assert cli.main(PROTONET_RUN + ['--out', stopped, '--resume']) == record
+  assert [m['step'] for m in read_metrics(stopped)] == list(range(10, 101, 10))
+  chex.assert_trees_all_equal(cli.load_run(stopped)[1], cli.load_run(str(whole))[1])
 
 
 def test_official_runs_score_a_hand_checkable_learner(omniglot_dir):
