@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -44,34 +43,27 @@ def matmul_rate() -> float:
   return round(matmul_gflops()['best'], 1)
 
 
-def _rss_mb() -> float:
-  with open('/proc/self/status') as f:
-    for line in f:
-      if line.startswith('VmRSS:'):
-        return int(line.split()[1]) / 1024
-  return float('nan')
-
-
 def memory_case(method: str, steps: int, quick: bool) -> dict:
   """Compiles and runs one task's meta-gradient in this process; XLA's memory account and the process's RSS."""
   import jax
   import jax.numpy as jnp
   import jmeta
   from jmeta import losses
+  from jmeta.bench.timing import peak_rss_mb, rss_mb
   from jmeta.models.conv4 import Classifier, conv4_maml, functional
   ways, shots, queries = 5, 1, 15
-  filters, size = (8, 14) if quick else (64, 28)
-  model = functional(Classifier(conv4_maml(filters), ways))
+  filters, size, blocks = (8, 14, 2) if quick else (64, 28, 4)
+  model = functional(Classifier(conv4_maml(filters, blocks), ways))
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   support = jmeta.Split(jax.random.uniform(keys[0], (ways * shots, size, size, 1)), jnp.arange(ways * shots) % ways)
   query = jmeta.Split(jax.random.uniform(keys[1], (ways * queries, size, size, 1)), jnp.arange(ways * queries) % ways)
   task = jmeta.Task(support, query)
-  params = model.init(keys[2], support.x)
+  params = jax.jit(model.init)(keys[2], support.x)  # one program, not one per eager op
   if method == 'imaml':
     learner = jmeta.imaml(model.apply, 0.1, steps, lam=2.0, cg_steps=5, cg_damping=1.0, loss_fn=losses.cross_entropy)
   else:
     learner = jmeta.maml(model.apply, 0.1, steps, remat=method == 'maml-remat', loss_fn=losses.cross_entropy)
-  base = _rss_mb()
+  base = rss_mb()
   compiled = jax.jit(learner.meta_grad).lower(params, task).compile()
   analysis = compiled.memory_analysis()
   t0 = time.perf_counter()
@@ -83,8 +75,8 @@ def memory_case(method: str, steps: int, quick: bool) -> dict:
   xla = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
   return {'method': method, 'inner_steps': steps, 'xla_mb': xla / 2**20,
           'xla_temp_mb': analysis.temp_size_in_bytes / 2**20, 'rss_base_mb': base,
-          'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'first_run_s': round(first, 3),
-          'run_s': round(second, 4), 'filters': filters, 'image_size': size}
+          'rss_mb': peak_rss_mb(), 'first_run_s': round(first, 3),
+          'run_s': round(second, 4), 'filters': filters, 'blocks': blocks, 'image_size': size}
 
 
 def run_memory(args: argparse.Namespace) -> list[dict]:

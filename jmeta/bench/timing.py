@@ -13,7 +13,8 @@ from typing import Any
 from jmeta.bench.cases import Case
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+  """This process's resident memory now, in MiB (Linux: /proc/self/status)."""
   with open('/proc/self/status') as f:
     for line in f:
       if line.startswith('VmRSS:'):
@@ -21,7 +22,8 @@ def _rss_mb() -> float:
   return float('nan')
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+  """This process's peak resident memory so far, in MiB."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
@@ -42,7 +44,7 @@ def measure(case: Case, impl: str, steps: int = 20, seed: int = 0) -> dict[str, 
     built = torch_impl.build(case, impl, params, data)
   else:
     built = jax_impl.build(case, impl, params, data)
-  base = _rss_mb()
+  base = rss_mb()
   t0 = time.perf_counter()
   built.run()
   first = time.perf_counter() - t0
@@ -55,7 +57,7 @@ def measure(case: Case, impl: str, steps: int = 20, seed: int = 0) -> dict[str, 
   return {
       'case': case.name, 'impl': impl, 'median_ms': 1e3 * median, 'min_ms': 1e3 * min(times),
       'compile_s': built.compile_s, 'first_step_s': first, 'tasks_per_s': case.meta_batch / median,
-      'peak_mb': _peak_rss_mb(), 'base_mb': base, 'xla_memory_mb': built.xla_memory_mb,
+      'peak_mb': peak_rss_mb(), 'base_mb': base, 'xla_memory_mb': built.xla_memory_mb,
       'xla_flops': built.xla_flops, 'steps': steps, 'config': dataclasses.asdict(case),
       'threads': len(os.sched_getaffinity(0)),
   }
