@@ -130,3 +130,25 @@ def test_rollout_errors():
     bernoulli_bandit(0)
   with pytest.raises(ValueError, match='max_action must be a positive finite number'):
     navigation_2d(max_action=-0.1)
+
+
+def test_bad_actions_and_task_parameters_are_refused_when_traced():
+  bandit, nav = bernoulli_bandit(3), navigation_2d()
+  key, probs = jax.random.PRNGKey(0), BanditParams(jnp.array([0.1, 0.5, 0.9]))
+  step = jax.jit(bandit.step)
+  with pytest.raises(ValueError,
+                     match=r'bandit task probs: expected a float array of shape \(3,\); got float32 \(4,\)'):
+    step(key, (), jnp.int32(0), BanditParams(jnp.zeros(4)))
+  with pytest.raises(ValueError, match=r'bandit action \(an arm index\): expected an integer array of shape \(\)'):
+    step(key, (), jnp.float32(1.0), probs)
+  with pytest.raises(ValueError, match='bandit action: expected an arm in 0..2; got 3'):
+    bandit.step(key, (), jnp.int32(3), probs)
+  # Traced, an out-of-range arm cannot be refused: it pays NaN, not the clamped arm's reward.
+  assert np.isnan(step(key, (), jnp.int32(3), probs)[2]) and np.isnan(step(key, (), jnp.int32(-1), probs)[2])
+  assert step(key, (), jnp.int32(2), probs)[2] in (0.0, 1.0)
+  with pytest.raises(ValueError,
+                     match=r'navigation task goal: expected a float array of shape \(2,\); got float32 \(3,\)'):
+    jax.jit(nav.reset)(key, NavigationParams(jnp.zeros(3)))
+  state, _ = nav.reset(key, NavigationParams(jnp.zeros(2)))
+  with pytest.raises(ValueError, match=r'navigation action \(a velocity\): expected a float array of shape \(2,\)'):
+    jax.jit(nav.step)(key, state, jnp.zeros(2, jnp.int32), NavigationParams(jnp.zeros(2)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 PyTree = Any
 EnvParams = PyTree
@@ -50,3 +51,14 @@ class Policy(Protocol):
     (Duan et al., 2016, arXiv:1611.02779, section 2.2), other policies ignore them. `aux` is what the learner
     needs later of each step (log-probabilities, values); the rollout stacks it.
     """
+
+
+def check_array(value: Any, shape: tuple[int, ...], kind: str, what: str) -> jax.Array:
+  """`value` as an array if its shape is `shape` and its dtype of `kind` ('f' float, 'i' integer), else a
+  `ValueError` naming `what` and the expected shape; a check of static properties, so it runs at trace time."""
+  value = jnp.asarray(value)
+  if value.shape != shape or not (jnp.issubdtype(value.dtype, jnp.floating) if kind == 'f' else
+                                  jnp.issubdtype(value.dtype, jnp.integer)):
+    expected = 'a float' if kind == 'f' else 'an integer'
+    raise ValueError(f'{what}: expected {expected} array of shape {shape}; got {value.dtype} {value.shape}')
+  return value

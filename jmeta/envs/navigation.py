@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jmeta.checks import check_positive_int, check_positive_number
-from jmeta.envs.base import Environment
+from jmeta.envs.base import Environment, check_array
 
 
 class NavigationParams(NamedTuple):
@@ -33,6 +33,8 @@ def navigation_2d(horizon: int = 100, *, goal_range: float = 0.5, max_action: fl
   text says negative squared distance, but their code (github.com/cbfinn/maml_rl, `point_env_rand_goal.py`) uses
   the distance and the per-coordinate 0.01 test, as here.
 
+  `reset` and `step` refuse, when traced, a goal that is not float `[2]` and an action that is not float `[2]`.
+
   Returns:
     An `Environment` with `NavigationParams` tasks, `NavigationState` states, float32 `[2]` actions and
     observations.
@@ -46,15 +48,18 @@ def navigation_2d(horizon: int = 100, *, goal_range: float = 0.5, max_action: fl
     return NavigationParams(jax.random.uniform(key, (2,), minval=-goal_range, maxval=goal_range))
 
   def reset(key: jax.Array, params: NavigationParams):
-    del key, params
+    del key
+    check_array(params.goal, (2,), 'f', 'navigation task goal')
     position = jnp.zeros((2,), jnp.float32)
     return NavigationState(position, jnp.zeros((), jnp.int32)), position
 
   def step(key: jax.Array, state: NavigationState, action: jax.Array, params: NavigationParams):
     del key
+    goal = check_array(params.goal, (2,), 'f', 'navigation task goal')
+    action = check_array(action, (2,), 'f', 'navigation action (a velocity)')
     position = state.position + jnp.clip(action, -max_action, max_action)
     time = state.time + 1
-    offset = position - params.goal
+    offset = position - goal
     reward = -jnp.sqrt(jnp.sum(jnp.square(offset)))
     done = jnp.all(jnp.abs(offset) < tolerance) | (time >= horizon)
     return NavigationState(position, time), position, reward, done
