@@ -90,6 +90,26 @@ def test_meta_gradient_of_a_quadratic_inner_problem_equals_the_closed_form():
                                np.linalg.solve(2 * np.eye(4) + h / (lam + 10.0), g), rtol=1e-8)
 
 
+def test_pull_back_takes_the_support_steps_alone_then_one_step_toward_theta():
+  """The authors' code's inner loop, by hand in NumPy: 3 SGD steps of 0.2 on the support loss from theta, then
+  phi <- phi - 0.2 lam (phi - theta); the meta-gradient is the same implicit one, at that phi."""
+  with jax.enable_x64(True):
+    xs, xq, ys, yq, theta, task = _quadratic_case()
+    lam, a = 0.7, 0.2
+    a_s, a_q = np.hstack([xs, np.ones((6, 1))]), np.hstack([xq, np.ones((9, 1))])
+    t = np.concatenate([np.ravel(theta['w']), np.ravel(theta['b'])])
+    phi = t.copy()
+    for _ in range(3):
+      phi = phi - a * 2 * a_s.T @ (a_s @ phi - ys[:, 0]) / 6
+    phi = phi - a * lam * (phi - t)
+    h, g = 2 * a_s.T @ a_s / 6, 2 * a_q.T @ (a_q @ phi - yq[:, 0]) / 9
+
+    learner = jmeta.imaml(linear_apply, optax.sgd(a), 3, lam=lam, cg_steps=4, pull_back=True)
+    np.testing.assert_allclose(_wb(jax.jit(learner.adapt)(theta, task.support)), phi, rtol=1e-12)
+    np.testing.assert_allclose(_wb(jax.jit(learner.meta_grad)(theta, task)[0]),
+                               np.linalg.solve(np.eye(4) + h / lam, g), rtol=1e-8)
+
+
 def test_meta_gradient_approaches_float64_finite_differences_at_the_inner_optimum_of_an_mlp():
   with jax.enable_x64(True):
     params = mlp_params(jax.random.PRNGKey(0), (1, 4, 4, 1), jnp.float64)
@@ -181,8 +201,8 @@ def test_train_stopped_resumed_and_evaluated_from_the_command_line(tmp_path, cap
   assert [m['step'] for m in metrics] == [2, 4] and all(np.isfinite(m['loss']) for m in metrics)
   assert record['inner_steps'] == 3 and record['mse'] > 0
   config = json.loads((tmp_path / 'run' / 'config.json').read_text())
-  fields = ('lam', 'cg_steps', 'cg_damping', 'lam_damping', 'inner_lr')
-  assert [config[k] for k in fields] == [2.0, 2, 1.0, 10.0, 0.01]
+  fields = ('lam', 'cg_steps', 'cg_damping', 'lam_damping', 'inner_lr', 'pull_back')
+  assert [config[k] for k in fields] == [2.0, 2, 1.0, 10.0, 0.01, False]
   assert cli.main(['eval', out, '--episodes', '10']) == record
   with pytest.raises(ValueError, match='cg_damping must be a finite number >= 0'):
     cli.main(args[:-1] + [str(tmp_path / 'x'), '--cg-damping', '-1'])

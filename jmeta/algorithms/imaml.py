@@ -105,6 +105,7 @@ def imaml(
     cg_steps: int = 5,
     cg_damping: float = 0.0,
     lam_damping: float = 0.0,
+    pull_back: bool = False,
     loss_fn: LossFn = losses.mse,
     metrics_fn: MetricsFn | None = None,
 ) -> MetaLearner:
@@ -125,6 +126,10 @@ def imaml(
     cg_damping: `>= 0`, added to the identity of the linear system.
     lam_damping: `>= 0`, added to `lam` where it divides the Hessian (a weaker curvature term: with the
       non-convex support loss of a conv net, `I + H/lam` can be indefinite).
+    pull_back: as the authors' code does (`examples/omniglot_implicit_maml.py`, "pull back for regularization"),
+      take the `steps` inner steps on the support loss alone, then one step of `inner_opt` (fresh state) on the
+      regulariser `lam/2 ||phi - theta||^2`: for SGD of step `a`, `phi <- phi - a lam (phi - theta)`. The
+      meta-gradient is the same implicit one, at that `phi`.
     loss_fn: `(predictions, targets) -> scalar`, the support and query loss (a mean over examples if splits are
       masked).
     metrics_fn: extra `(predictions, targets) -> {name: scalar}` reported on the query set.
@@ -139,12 +144,15 @@ def imaml(
   def support_loss(phi: Params, support: Split) -> jax.Array:
     return split_loss(apply_fn, loss_fn, phi, support)
 
-  def regularised(phi: Params, theta: Params, support: Split) -> jax.Array:
+  def penalty(phi: Params, theta: Params) -> jax.Array:
     diff = jax.tree.map(jnp.subtract, phi, theta)
-    return support_loss(phi, support) + 0.5 * lam * _vdot(diff, diff)
+    return 0.5 * lam * _vdot(diff, diff)
 
   def solve(num_steps: int, theta: Params, support: Split) -> Params:
-    return inner_loop(lambda p: regularised(p, theta, support), theta, opt, num_steps)[0]
+    if not pull_back:
+      return inner_loop(lambda p: support_loss(p, support) + penalty(p, theta), theta, opt, num_steps)[0]
+    phi = inner_loop(lambda p: support_loss(p, support), theta, opt, num_steps)[0]
+    return inner_loop(lambda p: penalty(p, theta), phi, opt, 1)[0]
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
   def solution(num_steps: int, theta: Params, support: Split) -> Params:
@@ -195,6 +203,8 @@ OPTIONS = INNER_OPTIONS + (
            validate=_check_damping),
     Option('lam_damping', 'added to lambda where it divides the Hessian in the CG system, >= 0 (default: published)',
            float, validate=_check_damping),
+    Option('pull_back', 'inner steps on the support loss alone, then one step toward the meta-parameters (the '
+           "authors' code)", bool, default=False, false_flag='--no-pull-back'),
 )
 
 # Rajeswaran et al. (2019), section 5.2 (Table 2's caption): iMAML-GD takes 16 inner gradient steps at 5 ways and 25
@@ -203,11 +213,12 @@ OPTIONS = INNER_OPTIONS + (
 # examples per class, at least 20,000 meta-steps, cg_damping 1.0 and 16 steps at test time. Its CG matrix is
 # (1 + cg_damping) I + H / (lam + lam_damping) with lam_damping = 10 (implicit_maml/learner_model.py,
 # matrix_evaluator), a constant of its code, not of the paper: with lam_damping = 0 our 5-way 1-shot run diverged
-# (README, "iMAML").
+# (README, "iMAML"). Its inner loop takes the 16 steps on the support loss alone and then one step toward theta
+# ("pull back for regularization", examples/omniglot_implicit_maml.py): pull_back.
 OMNIGLOT_RAJESWARAN2019 = dict(
     meta_batch=32, steps=20_000, inner_steps=lambda f: 16 if f['ways'] <= 5 else 25,
     eval_inner_steps=lambda f: 16 if f['ways'] <= 5 else 25, inner_lr=0.1, inner_opt='sgd', lam=2.0, cg_steps=5,
-    cg_damping=1.0, lam_damping=10.0, outer_lr=1e-3, outer_opt='adam', outer_decay=False,
+    cg_damping=1.0, lam_damping=10.0, pull_back=True, outer_lr=1e-3, outer_opt='adam', outer_decay=False,
     queries=lambda f: f['shots'])
 # The paper has no sinusoid experiment: Finn et al.'s (2017) budget and inner SGD 0.01 (section 5.1) with the
 # Omniglot settings of iMAML above (16 inner steps, lambda 2, 5 CG steps, the authors' code's dampings).
@@ -220,7 +231,7 @@ register_algorithm(Algorithm(
     published={'sinusoid': SINUSOID_RAJESWARAN2019, 'omniglot': OMNIGLOT_RAJESWARAN2019},
     build=predictor_recipe(lambda c, apply_fn, loss_fn, metrics_fn: imaml(
         apply_fn, inner_optimizer(c), c.inner_steps, lam=c.lam, cg_steps=c.cg_steps, cg_damping=c.cg_damping,
-        lam_damping=c.lam_damping, loss_fn=loss_fn, metrics_fn=metrics_fn)),
+        lam_damping=c.lam_damping, pull_back=c.pull_back, loss_fn=loss_fn, metrics_fn=metrics_fn)),
     fixed_ways=True,
     results=tuple(
         # Rajeswaran et al. (2019), Table 2, iMAML-GD.
