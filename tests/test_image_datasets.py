@@ -247,7 +247,8 @@ def test_cli_trains_and_evaluates_on_mini_imagenet(tmp_path, monkeypatch):
   _write_mini_pickles(tmp_path / 'data', np.random.default_rng(5), per_class=3)
   run = ['train', '--algo', 'protonet', '--dataset', 'mini-imagenet', '--data-dir', str(tmp_path / 'data'),
          '--ways', '3', '--train-ways', '3', '--shots', '1', '--queries', '1', '--eval-queries', '1',
-         '--filters', '4', '--blocks', '2', '--log-every', '1', '--eval-episodes', '4', '--valid-episodes', '0', '--no-progress', '--seed', '1']
+         '--filters', '4', '--blocks', '2', '--log-every', '1', '--eval-episodes', '4', '--valid-episodes', '0',
+         '--no-progress', '--seed', '1']
   with pytest.raises(imf.ImageDatasetError, match=r'3 classes \(expected 64\)'):
     cli.main(run + ['--steps', '1', '--out', str(tmp_path / 'strict')])
   out = str(tmp_path / 'run')  # resuming is test_cli.py's (same loop); a resumed run here would cost 8 s more

@@ -4,12 +4,14 @@ None of them is downloaded: each loader reads the files of the form the field pa
 against the standard split (classes per split, images per class, image shape), caches the arrays as one `.npz` and
 says, when a file is missing, which names it looked for and where.
 
-| dataset | files read, per split (train / val / test) | classes | images | shape |
-|---|---|---|---|---|
-| mini-imagenet | `mini-imagenet-cache-{train,validation,test}.pkl` (learn2learn; `val` also accepted), or Ravi & Larochelle's `{train,val,test}.csv` (`filename,label`) over `images/` | 64 / 16 / 20 | 600 a class | 84x84x3 |
-| tiered-imagenet | `{train,val,test}_images_png.pkl` (PNG bytes) and `{train,val,test}_labels.pkl` (`label_specific`) | 351 / 97 / 160 | 448,695 / 124,261 / 206,209 (779,165) | 84x84x3 |
-| cifar-fs | `splits/bertinetto/{train,val,test}.txt` (class names) over `data/<class>/*.png` (CIFAR-100's class folders) | 64 / 16 / 20 | 600 a class | 32x32x3 |
-| fc100 | `FC100_{train,val,test}.pickle` (latin1; `data` [N, 32, 32, 3], `labels`) | 60 / 20 / 20 | 600 a class | 32x32x3 |
+- mini-imagenet: `mini-imagenet-cache-{train,validation,test}.pkl` (learn2learn's; `-val.pkl` also read), or Ravi
+  & Larochelle's `{train,val,test}.csv` (`filename,label`) over `images/`. 64 / 16 / 20 classes of 600, 84x84x3.
+- tiered-imagenet: `{train,val,test}_images_png.pkl` (PNG bytes) with `{train,val,test}_labels.pkl`
+  (`label_specific`). 351 / 97 / 160 classes; 448,695 / 124,261 / 206,209 images (779,165); 84x84x3.
+- cifar-fs: `splits/bertinetto/{train,val,test}.txt` (class names) over `data/<class>/*.png` (CIFAR-100's class
+  folders). 64 / 16 / 20 classes of 600, 32x32x3.
+- fc100: `FC100_{train,val,test}.pickle` (latin1; `data` [N, 32, 32, 3], `labels`). 60 / 20 / 20 classes of 600,
+  32x32x3.
 
 Sources of the standard figures, each as the docstring of learn2learn's loader states it
 (learn2learn/vision/datasets/{mini_imagenet,tiered_imagenet,cifarfs,fc100}.py): mini-ImageNet (Vinyals et al.,
@@ -388,7 +390,8 @@ def ragged_episodes(data: ImageSplit, ways: int, shots: int, queries: int) -> Ca
   distinct images of each (the `shots + queries` largest of uniform draws over the class's images), the first
   `shots` to the support set. Returns `sampler(key) -> Task` with x `[ways * shots, H, W, 3]` uint8.
   """
-  ways, shots, queries = (check_positive_int(v, n) for v, n in ((ways, 'ways'), (shots, 'shots'), (queries, 'queries')))
+  ways, shots, queries = (check_positive_int(v, n)
+                          for v, n in ((ways, 'ways'), (shots, 'shots'), (queries, 'queries')))
   counts = data.counts
   if ways > len(counts):
     raise ValueError(f'ways={ways} exceeds the {len(counts)} classes of the split')
@@ -439,7 +442,8 @@ def _models(c):
       return conv4.functional(encoder)
     if role == 'feature_map' and c.encoder == 'conv4':
       return conv4.functional(conv4.conv4_relation(c.filters, c.blocks))
-    raise ValueError(f'{c.dataset} provides predictor and embedding models (and feature_map with conv4), not {role!r}')
+    raise ValueError(f'{c.dataset} provides predictor and embedding models (and feature_map with conv4), '
+                     f'not {role!r}')
 
   return model
 
