@@ -39,7 +39,8 @@ def test_list_shows_what_runs_on_what_with_published_figures(capsys):
   names = [a['name'] for a in record['algorithms']]
   assert names == list(experiments.algorithms())
   protonet = next(a for a in record['algorithms'] if a['name'] == 'protonet')
-  assert protonet['datasets'] == ['omniglot'] and protonet['family'] == 'metric-based'
+  assert protonet['datasets'] == ['omniglot', 'mini-imagenet', 'tiered-imagenet', 'cifar-fs', 'fc100']
+  assert protonet['family'] == 'metric-based'
   assert {'dataset': 'omniglot', 'ways': 5, 'shots': 1, 'metric': 'accuracy %', 'value': 98.8,
           'source': 'Snell et al. (2017), table 1'} in protonet['published']
   assert '| protonet | metric-based |' in printed and 'omniglot ways=5 shots=1: 98.8 accuracy %' in printed
@@ -63,10 +64,11 @@ def test_train_help_lists_the_chosen_algorithm_and_dataset_options_only(capsys):
   assert '--inner-lr' not in matching and '--inner-batch' not in matching
   maml = _help(['train', '--algo', 'maml'], capsys)
   assert '--remat' in maml and '--eval-queries' in maml and '--filters' not in maml and '--split' not in maml
-  assert 'MAML (gradient-based; Finn, Abbeel & Levine, 2017, arXiv:1703.03400). Runs on sinusoid, omniglot.' in maml
+  assert ('MAML (gradient-based; Finn, Abbeel & Levine, 2017, arXiv:1703.03400). Runs on sinusoid, omniglot, '
+          'mini-imagenet.') in maml
   protonet = _help(['train', '--algo', 'protonet'], capsys)  # does not run on sinusoid: shows omniglot's options
   assert '--filters' in protonet and '--eval-queries' in protonet and 'No options of its own.' in protonet
-  assert 'Runs on omniglot.' in protonet
+  assert 'Runs on omniglot, mini-imagenet, tiered-imagenet, cifar-fs, fc100.' in protonet
   bare = _help(['train'], capsys)
   assert 'maml, fomaml, anil' in bare and '--algo A [--dataset D] --help' in bare
 
@@ -75,9 +77,11 @@ def test_train_help_lists_the_chosen_algorithm_and_dataset_options_only(capsys):
     (['--algo', 'maml', '--inner-batch', '10'], 'inner_batch applies to reptile, not maml'),
     (['--algo', 'protonet', '--dataset', 'omniglot', '--attention-scale', '2'],
      'attention_scale and learn_attention_scale apply to matching networks, not protonet'),
-    (['--algo', 'maml', '--filters', '8'], 'train_ways, filters and blocks apply to omniglot, not sinusoid'),
-    (['--algo', 'maml', '--max-angle', '8'], 'labels, image_size, max_angle and max_shift apply to omniglot-sequences, '
+    (['--algo', 'maml', '--filters', '8'],
+     'train_ways, filters and blocks apply to cifar-fs, fc100, mini-imagenet, omniglot and tiered-imagenet, '
      'not sinusoid'),
+    (['--algo', 'maml', '--max-angle', '8'],
+     'labels, image_size, max_angle and max_shift apply to omniglot-sequences, not sinusoid'),
     (['--algo', 'lstm', '--dataset', 'omniglot-sequences', '--slots', '8'],
      'slots, width, .*gamma and learn_strength apply to memory-augmented neural networks, not lstm'),
     (['--algo', 'protonet'], 'protonet does not run on sinusoid; it runs on omniglot'),

@@ -72,7 +72,12 @@ def _recipe(*, first_order: bool = False, head_only: bool = False):
       mask=path_mask('head') if head_only else None, remat=c.remat, loss_fn=loss_fn, metrics_fn=metrics_fn))
 
 
-_PUBLISHED = {'sinusoid': SINUSOID_FINN2017, 'omniglot': OMNIGLOT_FINN2017}
+# Finn et al. (2017), section 5.2, mini-ImageNet: 32 filters, 5 inner steps of 0.01 (10 at test), meta-batch 4 for
+# 1-shot and 2 for 5-shot, 15 queries, Adam 1e-3, 60,000 meta-steps.
+MINI_IMAGENET_FINN2017 = dict(meta_batch=lambda f: 4 if f['shots'] == 1 else 2, steps=60_000, inner_steps=5,
+                              eval_inner_steps=10, inner_lr=0.01, inner_opt='sgd', outer_lr=1e-3, outer_opt='adam',
+                              outer_decay=False, queries=15, filters=32)
+_PUBLISHED = {'sinusoid': SINUSOID_FINN2017, 'omniglot': OMNIGLOT_FINN2017, 'mini-imagenet': MINI_IMAGENET_FINN2017}
 
 register_algorithm(Algorithm(
     name='maml', family='gradient-based', title='MAML', paper='Finn, Abbeel & Levine, 2017, arXiv:1703.03400',

@@ -83,7 +83,12 @@ register_algorithm(Algorithm(
     paper='Snell, Swersky & Zemel, 2017, arXiv:1703.05175', options=(),
     # Snell et al. (2017): 60-way episodes with 5 queries per class for training; Adam 1e-3 halved every 2,000
     # episodes.
-    published={'omniglot': {**OMNIGLOT_EPISODES, 'train_ways': 60, 'queries': 5, 'outer_halve_every': 2000}},
+    published={'omniglot': {**OMNIGLOT_EPISODES, 'train_ways': 60, 'queries': 5, 'outer_halve_every': 2000},
+               # Snell et al. (2017), section 3.3, mini-ImageNet: 30-way 1-shot or 20-way 5-shot training episodes, 15
+               # queries, 64 filters; steps are Omniglot's (they stopped on validation loss). Reused on the others.
+               **{d: {**OMNIGLOT_EPISODES, 'train_ways': lambda f: 30 if f['shots'] == 1 else 20, 'queries': 15,
+                      'filters': 64, 'outer_halve_every': 2000}
+                  for d in ('mini-imagenet', 'tiered-imagenet', 'cifar-fs', 'fc100')}},
     build=embedding_recipe('embedding', lambda c, embed_fn, ways, shape: protonet(embed_fn, ways)),
     results=(Published('omniglot', {'ways': 5, 'shots': 1}, 'accuracy %', 98.8, 'Snell et al. (2017), table 1'),
              Published('omniglot', {'ways': 5, 'shots': 5}, 'accuracy %', 99.7, 'Snell et al. (2017), table 1'))))

@@ -25,6 +25,8 @@ class Case:
     outer_lr: Adam's step size for the outer update.
     remat: `jax.checkpoint` each inner step.
     vmap_size: tasks vmapped at once by the 'jmeta' step (`jmeta.meta_step`'s `vmap_size`); None: all of them.
+    size, channels: the images' side and channels (28 and 1: Omniglot; 84 and 3: mini-ImageNet).
+    pooled: MAML's conv4 at stride 1 with 2x2 max-pooling, its mini-ImageNet form, instead of stride 2.
   """
   name: str
   kind: str
@@ -39,6 +41,9 @@ class Case:
   outer_lr: float = 1e-3
   remat: bool = False
   vmap_size: int | None = None
+  size: int = 28
+  channels: int = 1
+  pooled: bool = False
 
 
 CASES: dict[str, Case] = {c.name: c for c in (
@@ -51,6 +56,12 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case('protonet_omniglot_60w5s', 'protonet', ways=60, shots=5, queries=5, meta_batch=1),
     # Finn et al.'s sinusoid: K = 10, meta-batch 25, inner SGD 0.01.
     Case('maml2_sinusoid', 'sinusoid', ways=1, shots=10, queries=10, meta_batch=25, inner_lr=0.01),
+    # Finn et al.'s mini-ImageNet setting: 84x84x3, conv4 of 32 filters with max-pooling, 5-way 1-shot, 15
+    # queries, 5 inner steps of 0.01, meta-batch 4.
+    Case('maml2_miniimagenet_5w1s', 'maml', inner_steps=5, inner_lr=0.01, meta_batch=4, filters=32, size=84,
+         channels=3, pooled=True),
+    # Snell et al.'s mini-ImageNet training episode: 30 ways, 1 shot, 15 queries, conv4 of 64 filters.
+    Case('protonet_miniimagenet_30w1s', 'protonet', ways=30, shots=1, queries=15, meta_batch=1, size=84, channels=3),
 )}
 
 
@@ -58,13 +69,15 @@ def quick(case: Case) -> Case:
   """A small version of `case` that compiles and runs in seconds, for checking the harness."""
   if case.kind == 'sinusoid':
     return dataclasses.replace(case, meta_batch=4)
+  if case.size != 28:  # the 84x84 cases at 28x28 and one inner step
+    case = dataclasses.replace(case, size=28, inner_steps=1)
   if case.kind == 'protonet':
     return dataclasses.replace(case, ways=10, filters=8, queries=2)
   return dataclasses.replace(case, filters=8, meta_batch=2, queries=2)
 
 
 def batch(case: Case, seed: int = 0, dtype: Any = np.float32) -> dict[str, np.ndarray]:
-  """A meta-batch as NumPy arrays, channels last: 'support_x' `[tasks, ways * shots, 28, 28, 1]` (or
+  """A meta-batch as NumPy arrays, channels last: 'support_x' `[tasks, ways * shots, size, size, channels]` (or
   `[tasks, shots, 1]`), 'support_y' `[tasks, ways * shots]` (int32 labels, or `[tasks, shots, 1]` targets),
   'query_x', 'query_y' likewise."""
   rng = np.random.default_rng(seed)
@@ -81,6 +94,10 @@ def batch(case: Case, seed: int = 0, dtype: Any = np.float32) -> dict[str, np.nd
   for split, per_class in (('support', case.shots), ('query', case.queries)):
     n = case.ways * per_class
     # Ink strokes on a blank page, roughly: sparse values in [0, 1].
-    out[f'{split}_x'] = (rng.random((case.meta_batch, n, 28, 28, 1)) < 0.15).astype(dtype)
+    shape = (case.meta_batch, n, case.size, case.size, case.channels)
+    if case.channels == 1:
+      out[f'{split}_x'] = (rng.random(shape) < 0.15).astype(dtype)
+    else:  # colour photographs, roughly: uniform pixels in [0, 1]
+      out[f'{split}_x'] = rng.random(shape).astype(dtype)
     out[f'{split}_y'] = np.tile(np.repeat(np.arange(case.ways, dtype=np.int32), per_class), (case.meta_batch, 1))
   return out

@@ -33,7 +33,8 @@ def model(case: Case, conv: type | None = None) -> Model:
   kw = {} if conv is None else {'conv': conv}
   if case.kind == 'protonet':
     return Model(*conv4.functional(conv4.conv4_protonet(case.filters, **kw)))
-  return Model(*conv4.functional(conv4.Classifier(conv4.conv4_maml(case.filters, **kw), case.ways)))
+  encoder = (conv4.conv4_protonet if case.pooled else conv4.conv4_maml)(case.filters, **kw)
+  return Model(*conv4.functional(conv4.Classifier(encoder, case.ways)))
 
 
 def learner(case: Case, apply: Callable) -> algorithms.MetaLearner:

@@ -56,15 +56,16 @@ class Conv4(nn.Module):
   """conv4 in MAML's form (stride 2) or ProtoNets' (stride 1, max-pooled); NCHW `[batch, 1, 28, 28]` in,
   features flattened in Flax's order out."""
 
-  def __init__(self, filters: int, stride: int, pool: bool, size: int = 28):
+  def __init__(self, filters: int, stride: int, pool: bool, size: int = 28, channels: int = 1):
     super().__init__()
-    blocks, cin = [], 1
+    blocks, cin = [], channels
     for _ in range(4):
       blocks.append(Block(cin, filters, stride, pool, size))
       size = -(-size // stride)
       size = size // 2 if pool else size
       cin = filters
     self.blocks = nn.Sequential(*blocks)
+    self.features = size * size * filters
 
   def forward(self, x):
     x = self.blocks(x)
@@ -95,8 +96,9 @@ def module(case: Case) -> nn.Module:
   if case.kind == 'sinusoid':
     return MLP()
   if case.kind == 'protonet':
-    return Conv4(case.filters, 1, True)
-  return Classifier(Conv4(case.filters, 2, False), 4 * case.filters, case.ways)
+    return Conv4(case.filters, 1, True, case.size, case.channels)
+  encoder = Conv4(case.filters, 1 if case.pooled else 2, case.pooled, case.size, case.channels)
+  return Classifier(encoder, encoder.features, case.ways)
 
 
 def load(case: Case, params: Any, dtype=torch.float32) -> dict[str, torch.Tensor]:

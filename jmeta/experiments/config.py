@@ -101,8 +101,9 @@ class Config(Mapping[str, Any]):
 
 
 def _owners(name: str) -> list[Algorithm | Dataset]:
-  """The registered algorithms and datasets that declare option `name`."""
-  entries = list(algorithms().values()) + list(datasets().values())
+  """The registered algorithms and datasets that declare option `name`, each kind by name (not by the order in
+  which modules happened to register them, so that messages do not depend on what was imported first)."""
+  entries = sorted(algorithms().values(), key=lambda e: e.name) + sorted(datasets().values(), key=lambda e: e.name)
   return [e for e in entries if any(o.name == name for o in e.options)]
 
 
