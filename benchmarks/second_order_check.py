@@ -5,6 +5,10 @@ a random unit direction three ways: central finite differences of the loss (over
 they have converged), `jax.grad` with jmeta's convolution (`jmeta.nn.Conv`), and `jax.grad` with
 `flax.linen.Conv`. Where the loss is smooth the three must agree to about 1e-7.
 
+It found that, under `jit` and `vmap`, the derivative of a max-pool written with `jnp.max` lost part of the
+second-order meta-gradient (16x16: -0.0872 and -0.0905 against -0.0850); `jmeta.nn.max_pool` now selects by
+index, and all three agree (tests/test_pool.py pins the smallest case found).
+
     python benchmarks/second_order_check.py --size 16                # second order
     python benchmarks/second_order_check.py --size 16 --first-order  # both convolutions agree with each other
 """

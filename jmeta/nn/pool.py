@@ -1,4 +1,4 @@
-"""Non-overlapping max-pooling as a reshape and a reduction, faster on XLA:CPU than `reduce_window`."""
+"""Non-overlapping max-pooling as a reshape and a selection, faster on XLA:CPU than `reduce_window`."""
 
 from __future__ import annotations
 
@@ -19,9 +19,15 @@ def max_pool(x: jax.Array, window: int | Sequence[int] = 2) -> jax.Array:
     `[*batch, *(s // w for s, w), features]`; trailing rows and columns that fill no window are dropped.
 
   XLA:CPU's `reduce_window` max, and above all its gradient (`select_and_scatter`), took about 30% of a ProtoNets
-  training step here; a reshape to `[..., s // w, w, ...]` and a max over the window axes does the same in a
-  fraction of it (`benchmarks/notes/conv_variants.md`). Gradients differ only on exact ties between positive
-  values inside a window, where this splits the gradient evenly instead of picking one.
+  training step here; a reshape to `[..., s // w, w, ...]` and a reduction over the window axes does the same in a
+  fraction of it (`benchmarks/notes/conv_variants.md`).
+
+  Each window axis is reduced by selecting the element at its `argmax`, not by `jnp.max`: the derivative of
+  `jnp.max` finds the maximum again by comparing the input with the output for equality, and under `jit` XLA may
+  compute the two from separately fused copies of the input, so the comparison can miss. That lost part of MAML's
+  second-order meta-gradient through pooled conv4 (`benchmarks/second_order_check.py`, 16x16: -0.0872 against a
+  converged finite difference of -0.0850). A selection by index is linear in `x` whatever XLA fuses. On ties the
+  first element of the window wins, as in `reduce_window` and PyTorch.
   """
   window = (window, window) if isinstance(window, int) else tuple(window)
   n = len(window)
@@ -35,5 +41,14 @@ def max_pool(x: jax.Array, window: int | Sequence[int] = 2) -> jax.Array:
   out = [s // w for s, w in zip(spatial, window)]
   x = x[(slice(None),) * lead + tuple(slice(0, o * w) for o, w in zip(out, window))]
   split = x.shape[:lead] + sum(((o, w) for o, w in zip(out, window)), ()) + x.shape[-1:]
-  axes = tuple(lead + 2 * d + 1 for d in range(n))
-  return jnp.max(jnp.reshape(x, split), axis=axes)
+  x = jnp.reshape(x, split)
+  for d in reversed(range(n)):  # last window axis first, so the earlier axes keep their positions
+    x = _select_max(x, lead + 2 * d + 1)
+  return x
+
+
+def _select_max(x: jax.Array, axis: int) -> jax.Array:
+  """`x` reduced over `axis` by taking the element at the argmax (the first on ties, NaN if any is NaN)."""
+  index = jax.lax.stop_gradient(jnp.argmax(x, axis=axis, keepdims=True))
+  chosen = jax.lax.broadcasted_iota(index.dtype, x.shape, axis) == index
+  return jnp.sum(jnp.where(chosen, x, jnp.zeros((), x.dtype)), axis=axis)
