@@ -34,8 +34,6 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -45,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from jmeta.checks import check_positive_int
+from jmeta.datasets import _npz_cache
 from jmeta.tasks import Split, Task
 
 SPLITS = ('train', 'val', 'test')
@@ -312,23 +311,8 @@ def _cache_path(name: str, split: str, files, cache) -> Path:
 
 
 def _read_cache(path: Path) -> ImageSplit | None:
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      return ImageSplit(**{k: f[k] for k in ImageSplit._fields})
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-    return None
-
-
-def _write_cache(path: Path, data: ImageSplit) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **data._asdict())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  arrays = _npz_cache.load(path, ImageSplit._fields)
+  return None if arrays is None else ImageSplit(**arrays)
 
 
 def load(name: str, split: str = 'train', root: str | os.PathLike | None = None, *, strict: bool = True,
@@ -371,7 +355,7 @@ def load(name: str, split: str = 'train', root: str | os.PathLike | None = None,
                                            dtype=np.uint8),
                       np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.array(names, dtype=str))
     check(name, split, data, strict=strict, where=root)
-    _write_cache(path, data)
+    _npz_cache.save(path, data._asdict())
   check(name, split, data, strict=strict, where=root)
   return data
 

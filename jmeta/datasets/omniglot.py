@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jmeta.datasets import _npz_cache
 from jmeta.tasks import Split, Task
 
 NUM_ALPHABETS = 50
@@ -250,11 +251,10 @@ def _cache_path(root: Path, cache: str | os.PathLike | None, size: int) -> Path:
 
 
 def _load_cache(path: Path, size: int) -> Omniglot | None:
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      data = Omniglot(**{k: f[k] for k in Omniglot._fields})
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+  arrays = _npz_cache.load(path, Omniglot._fields)
+  if arrays is None:
     return None
+  data = Omniglot(**arrays)
   if data.images.shape != (NUM_CHARACTERS, DRAWINGS, size, size) or data.images.dtype != np.float32:
     return None
   return data
@@ -298,15 +298,7 @@ def load(root: str | os.PathLike | None = None, *, download: bool = False,
                         f'distinct character ids, expected {NUM_ALPHABETS} and {NUM_CHARACTERS}. ' + _where(root))
   background = np.arange(len(images)) < NUM_BACKGROUND
   data = Omniglot(images, alphabets, characters, ids, background)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **data._asdict())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  _npz_cache.save(path, data._asdict())
   return data
 
 
