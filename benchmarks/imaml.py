@@ -29,18 +29,13 @@ import subprocess
 import sys
 import time
 
-from report import merge as merge_report  # benchmarks/report.py, beside this script
+from report import matmul_rate, merge as merge_report, run_train  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ('imaml', 'maml', 'maml-remat')
 INNER_STEPS = (5, 16, 50)
 # Rajeswaran et al. (2019), Table 2, 5-way 1-shot Omniglot: iMAML with gradient descent / Hessian-free inner solver.
 PAPER_5W1S = {'GD': 99.16, 'HF': 99.50}
-
-
-def matmul_rate() -> float:
-  from jmeta.bench.timing import matmul_gflops
-  return round(matmul_gflops()['best'], 1)
 
 
 def memory_case(method: str, steps: int, quick: bool) -> dict:
@@ -109,26 +104,16 @@ def omniglot_command(out: str, minutes: float, quick: bool, no_pull_back: bool =
 def run_omniglot(args: argparse.Namespace) -> dict:
   out = os.path.join(args.runs, 'imaml-5w1s')
   cmd = omniglot_command(out, args.minutes, args.quick, args.no_pull_back)
-  rate_before = matmul_rate()
-  t0 = time.perf_counter()
-  done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if args.resume else []),
-                        capture_output=True, text=True)
-  seconds = time.perf_counter() - t0
+  run = run_train(cmd, out, args.resume)
   import jax
   backend = jax.default_backend()
   row = {'row': 'omniglot-5w1s' + ('' if backend == 'cpu' else f'-{backend}') + (f'-{args.tag}' if args.tag else ''),
          'backend': backend,
          'device': str(jax.devices()[0].device_kind), 'command': ' '.join(cmd), 'paper': PAPER_5W1S,
-         'budget_minutes': args.minutes,
-         'wall_seconds': round(seconds, 1), 'matmul_gflops_before': rate_before, 'matmul_gflops_after': matmul_rate(),
-         'cores': len(os.sched_getaffinity(0))}
-  if done.returncode != 0:
-    return {**row, 'error': done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}
-  result = json.loads(done.stdout.strip().splitlines()[-1])
-  with open(os.path.join(out, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  with open(os.path.join(out, 'config.json')) as f:
-    config = json.load(f)
+         'budget_minutes': args.minutes, **run.facts}
+  if run.result is None:
+    return row
+  result, records, config = run.result, run.records, run.config
   curve = [{'step': r['step'], 'elapsed_s': r['elapsed_s'], 'train_accuracy': r.get('accuracy'),
             'valid_accuracy': r.get('valid_accuracy')} for r in records if 'step' in r]
   return {**row, 'accuracy': result['accuracy'], 'ci95': result['ci95'], 'episodes': result['episodes'],

@@ -25,11 +25,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 
-from report import merge as merge_report  # benchmarks/report.py, beside this script
+from report import matmul_rate, merge as merge_report, run_train  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTANCES = (1, 2, 3, 4, 5, 10)
@@ -59,31 +57,16 @@ def command(algo: str, ways: int, out: str, minutes: float, quick: bool, extra=(
   return cmd + ['--time-limit', f'{minutes:g}', '--no-progress', '--out', out]
 
 
-def matmul_rate() -> float:
-  from jmeta.bench.timing import matmul_gflops
-  return round(matmul_gflops()['best'], 1)
-
-
 def run_row(name: str, args: argparse.Namespace) -> dict:
   algo, ways = ROWS[name]
   out = os.path.join(args.runs, name)
   cmd = command(algo, ways, out, args.minutes, args.quick, EXTRA.get(name, ()))
-  rate_before = matmul_rate()
-  t0 = time.perf_counter()
-  done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if args.resume else []),
-                        capture_output=True, text=True)
-  seconds = time.perf_counter() - t0
+  run = run_train(cmd, out, args.resume)
   row = {'row': name, 'algo': algo, 'ways': ways, 'command': ' '.join(cmd),
-         'paper': dict(zip(map(str, INSTANCES), PAPER[algo])), 'budget_minutes': args.minutes,
-         'wall_seconds': round(seconds, 1), 'matmul_gflops_before': rate_before, 'matmul_gflops_after': matmul_rate(),
-         'cores': len(os.sched_getaffinity(0))}
-  if done.returncode != 0:
-    return {**row, 'error': done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}
-  result = json.loads(done.stdout.strip().splitlines()[-1])
-  with open(os.path.join(out, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  with open(os.path.join(out, 'config.json')) as f:
-    config = json.load(f)
+         'paper': dict(zip(map(str, INSTANCES), PAPER[algo])), 'budget_minutes': args.minutes, **run.facts}
+  if run.result is None:
+    return row
+  result, records, config = run.result, run.records, run.config
   curve = [{'step': r['step'], 'elapsed_s': r['elapsed_s'],
             **{str(k): r[f'valid_instance_{k}'] for k in INSTANCES if f'valid_instance_{k}' in r}}
            for r in records if 'valid_accuracy' in r]

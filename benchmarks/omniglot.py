@@ -17,13 +17,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
 
 from jmeta import experiments
 
-from report import merge as merge_report  # benchmarks/report.py, beside this script
+from report import merge as merge_report, run_train  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,22 +47,14 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
   algo, ways, shots = ROWS[name]
   out = os.path.join(args.runs, name)
   cmd = command(algo, ways, shots, out, args.minutes, args.quick)
-  t0 = time.perf_counter()
-  done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if args.resume else []),
-                        capture_output=True, text=True)
-  seconds = time.perf_counter() - t0
+  run = run_train(cmd, out, args.resume)
   row = {'row': name, 'algo': algo, 'ways': ways, 'shots': shots, 'command': ' '.join(cmd),
-         'published': PUBLISHED.get((algo, shots)), 'budget_minutes': args.minutes, 'wall_seconds': round(seconds, 1)}
-  if done.returncode != 0:
-    return {**row, 'error': done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}
-  result = json.loads(done.stdout.strip().splitlines()[-1])
-  with open(os.path.join(out, 'metrics.jsonl')) as f:
-    last = [json.loads(line) for line in f if line.strip()][-1]
-  with open(os.path.join(out, 'config.json')) as f:
-    config = json.load(f)
+         'published': PUBLISHED.get((algo, shots)), 'budget_minutes': args.minutes, **run.facts}
+  if run.result is None:
+    return row
+  result, last = run.result, run.records[-1]
   return {**row, 'accuracy': result['accuracy'], 'ci95': result['ci95'], 'episodes': result['episodes'],
-          'meta_steps': last['step'], 'train_seconds': last['elapsed_s'], 'cores': len(os.sched_getaffinity(0)),
-          'config': config}
+          'meta_steps': last['step'], 'train_seconds': last['elapsed_s'], 'config': run.config}
 
 
 def merge(path: str, rows: list[dict], header: dict) -> dict:

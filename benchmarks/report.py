@@ -5,7 +5,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from typing import Callable
+import subprocess
+import sys
+import time
+from typing import Callable, NamedTuple
 
 
 def merge(path: str, rows: list[dict], header: dict, order: Callable[[dict], object]) -> dict:
@@ -22,3 +25,44 @@ def merge(path: str, rows: list[dict], header: dict, order: Callable[[dict], obj
     with open(path, 'w') as f:
       json.dump(report, f, indent=1)
   return report
+
+
+def matmul_rate() -> float:
+  """This machine's float32 matmul rate now, in GFLOP/s (best of two sizes), to record beside each figure."""
+  from jmeta.bench.timing import matmul_gflops
+  return round(matmul_gflops()['best'], 1)
+
+
+class TrainRun(NamedTuple):
+  """A finished `jmeta train` subprocess.
+
+  Attributes:
+    facts: 'wall_seconds', 'matmul_gflops_before' and '_after', 'cores', and 'error' (the last line of stderr) if
+      the process failed.
+    result: the JSON summary the command printed last, or None if it failed.
+    records: the lines of the run's `metrics.jsonl`.
+    config: the run's `config.json`.
+  """
+  facts: dict
+  result: dict | None
+  records: list[dict]
+  config: dict | None
+
+
+def run_train(cmd: list[str], out: str, resume: bool = False) -> TrainRun:
+  """Runs `cmd`, a `jmeta ...` command line writing to `out`, as `python -m jmeta.cli` (with `--resume` if asked)
+  and reads back what it wrote."""
+  before = matmul_rate()
+  t0 = time.perf_counter()
+  done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if resume else []),
+                        capture_output=True, text=True)
+  facts = {'wall_seconds': round(time.perf_counter() - t0, 1), 'matmul_gflops_before': before,
+           'matmul_gflops_after': matmul_rate(), 'cores': len(os.sched_getaffinity(0))}
+  if done.returncode != 0:
+    stderr = done.stderr.strip()
+    return TrainRun({**facts, 'error': stderr.splitlines()[-1] if stderr else 'failed'}, None, [], None)
+  with open(os.path.join(out, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  with open(os.path.join(out, 'config.json')) as f:
+    config = json.load(f)
+  return TrainRun(facts, json.loads(done.stdout.strip().splitlines()[-1]), records, config)
