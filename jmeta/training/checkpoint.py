@@ -29,11 +29,11 @@ class Checkpoints:
   def restore(self, like: TrainState, step: int | None = None) -> TrainState:
     """The state saved at `step` (default: the latest), laid out like `like`: its structure, shapes, dtypes and
     shardings, so a run saved on some devices resumes on others. `like` may be abstract (`jax.eval_shape`): its
-    leaves without a sharding go to the default device."""
+    leaves without a sharding go to this process's first device."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint to restore in {self._manager.directory}')
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, 'sharding', None) or default), like)
     return TrainState(*self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract)))

@@ -14,6 +14,7 @@ import optax
 from jmeta.base import MetaLearner, Params
 from jmeta.checks import check_positive_int
 from jmeta.tasks import Task, as_pytree
+from jmeta.training.distributed import agree, is_main, local_copy
 from jmeta.training.meta_step import TrainState, meta_step, sampled_steps
 from jmeta.training.sharding import check_divisible, constrain_step, replicate
 
@@ -93,7 +94,9 @@ def fit(
     raise ValueError(f'eval_every must be a positive multiple of log_every={log_every}; got {eval_every}')
   if mesh is not None:
     check_divisible(meta_batch, mesh)
+    state = replicate(state, mesh)  # restored into the mesh's layout: a checkpoint of several processes' arrays
 
+  main = is_main()  # with several processes, process 0 alone writes the metrics and shows progress
   checkpoints = None
   if out_dir is not None:
     os.makedirs(out_dir, exist_ok=True)
@@ -101,7 +104,8 @@ def fit(
     checkpoints = Checkpoints(os.path.join(out_dir, CHECKPOINT_DIR))
     if resume and checkpoints.latest_step() is not None:
       state = checkpoints.restore(state)
-      _truncate_metrics(out_dir, int(state.step))
+      if main:
+        _truncate_metrics(out_dir, int(state.step))
     elif not resume and (checkpoints.latest_step() is not None or read_metrics(out_dir)):
       raise ValueError(f'{out_dir} already holds a run; pass resume=True (--resume) to continue it, or choose '
                        'another directory')
@@ -112,7 +116,7 @@ def fit(
   sample = as_pytree(sample)
   if mesh is not None:
     step_fn = constrain_step(step_fn, mesh)
-    state, sample = replicate((state, sample), mesh)
+    sample = replicate(sample, mesh)
   chunks: dict[int, Callable] = {}
 
   def run_chunk(state: TrainState, n: int):
@@ -122,8 +126,8 @@ def fit(
 
   from tqdm.auto import tqdm
   start = int(state.step)
-  bar = tqdm(total=steps, initial=start, disable=not progress, unit='step', dynamic_ncols=True)
-  metrics_file = open(os.path.join(out_dir, METRICS_FILE), 'a') if out_dir is not None else None
+  bar = tqdm(total=steps, initial=start, disable=not (progress and main), unit='step', dynamic_ncols=True)
+  metrics_file = open(os.path.join(out_dir, METRICS_FILE), 'a') if out_dir is not None and main else None
   t0 = time.perf_counter()
   try:
     while int(state.step) < steps:
@@ -139,7 +143,7 @@ def fit(
             + (f'The last checkpoint (step {last}) holds the state before. ' if last is not None else '')
             + 'Lower the inner or outer step size.')
       if eval_fn is not None and eval_every is not None and (step % eval_every == 0 or step == steps):
-        record.update(eval_fn(state.params))
+        record.update(eval_fn(state.params if jax.process_count() == 1 else local_copy(state.params)))
       if metrics_file is not None:
         metrics_file.write(json.dumps(record) + '\n')
         metrics_file.flush()
@@ -147,7 +151,7 @@ def fit(
         checkpoints.save(state)
       bar.update(n)
       bar.set_postfix(loss=f'{record["loss"]:.4g}')
-      if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+      if time_limit is not None and agree(time.perf_counter() - t0 >= time_limit):  # process 0's clock decides
         break
     if checkpoints is not None and checkpoints.latest_step() != int(state.step):
       checkpoints.save(state)
