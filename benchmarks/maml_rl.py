@@ -116,7 +116,7 @@ def plot(report: dict, path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5.6, 4.0))
-  colors = dict(maml='C3', pretrained='C0', random='C2', oracle='k')
+  colors = {'maml': 'C3', 'maml-first-order': 'C1', 'pretrained': 'C0', 'random': 'C2', 'oracle': 'k'}
   for r in report['results']:
     x = np.arange(len(r['returns']))
     ax.errorbar(x, r['returns'], yerr=r['ci95'], color=colors.get(r['method'], 'C4'), marker='o', capsize=3,
@@ -124,10 +124,14 @@ def plot(report: dict, path: str) -> None:
     if r.get('paper'):
       ax.plot(x, r['paper'][:len(x)], color=colors.get(r['method'], 'C4'), ls='--', marker='x',
               label=f"{r['method']} (Finn et al.)")
+  low = [r['method'] for r in report['results'] if min(r['returns']) < -100]
+  if low:  # a diverged run would flatten the others: keep the paper's range, name what is off scale
+    ax.set_ylim(-100, 5)
   ax.set_xlabel('policy-gradient steps on the held-out goal')
   ax.set_ylabel('return per episode')
   ax.set_xticks(range(4))
-  ax.set_title('2-D navigation, {} held-out goals'.format(report['results'][0]['goals']))
+  title = '2-D navigation, {} held-out goals'.format(report['results'][0]['goals'])
+  ax.set_title(title + ('\n(below -100, off scale: ' + ', '.join(low) + ')' if low else ''), fontsize=9)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -144,15 +148,22 @@ def main() -> None:
   parser.add_argument('--goals', type=int, default=40, help='held-out goals (the paper: 40)')
   parser.add_argument('--adapt-steps', type=int, default=3)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--methods', nargs='*', default=['maml', 'pretrained', 'random', 'oracle'])
+  parser.add_argument('--methods', nargs='*', default=['maml', 'pretrained', 'random', 'oracle'],
+                      help='of maml, maml-first-order (the same run with --first-order), pretrained, random, oracle')
   parser.add_argument('--out', help='where the JSON and PNG go (default: results/, or /tmp/... with --quick)')
   parser.add_argument('--runs', help='run directories, resumed if there (default: runs/, or under --out with '
                       '--quick)')
+  parser.add_argument('--tag', default='', help="appended to the run directories' and the JSON's and PNG's names")
+  parser.add_argument('--replot', action='store_true', help='redraw the PNG of --out from its JSON and exit')
   parser.add_argument('--table', action='store_true', help='print the markdown table of --out and exit')
   args = parser.parse_args()
-  if args.table:
-    with open(os.path.join(args.out or os.path.join(HERE, 'results'), 'maml_rl.json')) as f:
-      print(table(json.load(f)))
+  if args.table or args.replot:
+    out = args.out or os.path.join(HERE, 'results')
+    with open(os.path.join(out, f'maml_rl{args.tag}.json')) as f:
+      report = json.load(f)
+    if args.replot:
+      plot(report, os.path.join(out, f'maml_rl{args.tag}.png'))
+    print(table(report))
     return
   small = {}
   args.trajectories, args.horizon = 20, 100
@@ -195,12 +206,16 @@ def main() -> None:
   for method in args.methods:
     t0 = time.perf_counter()
     if method == 'maml':
-      _, state, runs['maml'] = train('maml-rl', fields, args)
+      _, state, runs['maml'] = train('maml-rl' + args.tag, fields, args)
       returns = curves(apply_fn, env, state.params, goals, keys, 0.1, 0.5, args.adapt_steps, args)
       r = row('maml', returns, inner_lr=0.1, later_lr_scale=0.5, **runs['maml'])
+    elif method == 'maml-first-order':
+      _, state, runs[method] = train('maml-rl-first-order' + args.tag, dict(fields, first_order=True), args)
+      returns = curves(apply_fn, env, state.params, goals, keys, 0.1, 0.5, args.adapt_steps, args)
+      r = row(method, returns, inner_lr=0.1, later_lr_scale=0.5, **runs[method])
     elif method == 'pretrained':
       pretrain = dict(fields, inner_steps=0, steps=args.pretrained_steps if not args.quick else args.steps)
-      _, state, runs['pretrained'] = train('maml-rl-pretrained', pretrain, args)
+      _, state, runs['pretrained'] = train('maml-rl-pretrained' + args.tag, pretrain, args)
       r = tuned('pretrained', state.params)
       r.update(runs['pretrained'])
     elif method == 'random':
@@ -211,17 +226,17 @@ def main() -> None:
       returns = np.asarray(jax.vmap(lambda g: mrl.navigation_oracle_return(g, args.horizon))(goals))
       r = row('oracle', np.repeat(returns[:, None], args.adapt_steps + 1, 1), analytic=True)
     else:
-      raise ValueError(f'unknown method {method!r}; expected maml, pretrained, random or oracle')
+      raise ValueError(f'unknown method {method!r}; expected maml, maml-first-order, pretrained, random or oracle')
     r['eval_s'] = round(time.perf_counter() - t0 - r.get('this_call_s', 0.0), 1)
     results.append(r)
     print(f"{method}: " + ' '.join(f'{v:.2f}' for v in r['returns']), flush=True)
   header.update(matmul_gflops_after=matmul_gflops()['best'], load_average_after=os.getloadavg(),
                 total_s=round(time.perf_counter() - t_start, 1), trajectories=args.trajectories, horizon=args.horizon)
   report = dict(header, results=results)
-  path = os.path.join(args.out, 'maml_rl.json')
+  path = os.path.join(args.out, f'maml_rl{args.tag}.json')
   with open(path, 'w') as f:
     json.dump(report, f, indent=1)
-  plot(report, os.path.join(args.out, 'maml_rl.png'))
+  plot(report, os.path.join(args.out, f'maml_rl{args.tag}.png'))
   print(table(report))
   print(f'wrote {path}')
 
