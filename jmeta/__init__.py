@@ -1,7 +1,7 @@
 """jmeta: meta-learning and few-shot learning as pure JAX functions."""
 
 from jmeta import algorithms, datasets, envs, losses, models, sequences
-from jmeta.algorithms import (anil, anp, cnp, fomaml, imaml, latent_np, maml, mann, matching_net, metasgd,
+from jmeta.algorithms import (anil, anp, cnp, fomaml, imaml, latent_np, maml, maml_rl, mann, matching_net, metasgd,
                               neural_process, path_mask, platipus, pretrained, protonet, relation_net, reptile, rl2,
                               sequence_learner, siamese_net)
 from jmeta.base import MetaLearner
@@ -20,5 +20,5 @@ __all__ = [
     'evaluator', 'fit', 'fomaml', 'imaml', 'init_state', 'inner_loop', 'latent_np', 'losses', 'maml', 'mann',
     'matching_net', 'meta_step', 'metasgd', 'models', 'neural_process', 'path_mask', 'platipus', 'pretrained',
     'protonet', 'relation_net', 'reptile', 'rl2', 'rollout', 'sequence_learner', 'sequences', 'shifted_labels',
-    'siamese_net', 'summarize', 'task_spec',
+    'siamese_net', 'summarize', 'task_spec', 'maml_rl',
 ]

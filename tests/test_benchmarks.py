@@ -117,3 +117,34 @@ def test_meta_rl_quick_writes_rows_and_plot(tmp_path):
   assert (tmp_path / 'meta_rl.png').is_file()
   assert rows['rl2']['steps'] == 4 and report['matmul_gflops_before'] > 0 and report['matmul_gflops_after'] > 0
   assert all(0 <= r['reward'] <= 5 and len(r['per_pull']) == 5 and r['tasks'] == 20 for r in rows.values())
+
+
+def test_maml_rl_quick_writes_rows_and_plot(tmp_path):
+  subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'maml_rl.py'), '--quick', '--out', str(tmp_path)],
+                 check=True, capture_output=True)
+  report = json.loads((tmp_path / 'maml_rl.json').read_text())
+  rows = {r['method']: r for r in report['results']}
+  assert set(rows) == {'maml', 'pretrained', 'random', 'oracle'} and (tmp_path / 'maml_rl.png').is_file()
+  assert rows['maml']['steps'] == 2 and rows['maml']['paper'] == [-40.41, -11.68, -3.33, -3.23]
+  assert all(len(r['returns']) == 4 and r['goals'] == 3 and max(r['returns']) < 0 for r in rows.values())
+  assert report['matmul_gflops_before'] > 0 and report['matmul_gflops_after'] > 0
+  table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'maml_rl.py'), '--table', '--out',
+                          str(tmp_path)], check=True, capture_output=True, text=True).stdout
+  assert '| maml |' in table and '-11.68' in table
+
+
+def test_learned_optimizers_quick_writes_curves_tuning_and_plot(tmp_path):
+  subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'learned_optimizers.py'), '--quick', '--out',
+                  str(tmp_path)], check=True, capture_output=True)
+  report = json.loads((tmp_path / 'learned_optimizers.json').read_text())
+  assert (tmp_path / 'learned_optimizers.png').is_file() and report['quick']
+  assert report['machine']['matmul_gflops_before']['best'] > 0 and report['machine']['matmul_gflops_after']['best'] > 0
+  assert report['training']['lopt_lstm']['meta_steps'] == 4 and report['training']['lopt_mlp']['meta_steps'] == 4
+  assert set(report['results']) == {'quadratic', 'digits'}
+  for family in report['results'].values():
+    assert set(family['20']) == {'lopt_lstm', 'lopt_mlp', 'adam', 'rmsprop', 'sgd_momentum'}
+    assert all(len(r['mean_curve']) == 21 for r in family['20'].values())
+  assert all(t['20']['adam']['best_lr'] in report['grid'] for t in report['tuning'].values())
+  table = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'learned_optimizers.py'), '--table', '--out',
+                          str(tmp_path)], check=True, capture_output=True, text=True).stdout
+  assert '| quadratic | 20 |' in table
