@@ -113,7 +113,8 @@ def summary(c: np.ndarray, at) -> dict:
     v = c[:, s]
     finite = np.isfinite(v)
     row[str(s)] = {'mean': float(np.mean(v[finite])) if finite.any() else None,
-                   'ci95': float(1.96 * np.std(v[finite]) / math.sqrt(max(finite.sum(), 1))) if finite.any() else None,
+                   'ci95': (float(1.96 * np.std(v[finite]) / math.sqrt(max(finite.sum(), 1))) if finite.any()
+                            else None),
                    'median': float(np.median(v[finite])) if finite.any() else None,
                    'diverged': int((~finite).sum())}
   return row

@@ -82,7 +82,8 @@ def test_mlp_update_matches_numpy_by_hand():
       mom[name] = betas * mom[name] + (1 - betas) * g[..., None]
       rms[name] = RMS_DECAY * rms[name] + (1 - RMS_DECAY) * g**2
       rs = 1 / np.sqrt(rms[name] + 1e-6)
-      rows = [np.concatenate([[p[i], g[i]], mom[name][i], mom[name][i] * rs[i], [rs[i]]]) for i in np.ndindex(p.shape)]
+      rows = [np.concatenate([[p[i], g[i]], mom[name][i], mom[name][i] * rs[i], [rs[i]]])
+              for i in np.ndindex(p.shape)]
       feats = np.array(rows)
       feats = feats / np.sqrt(1e-5 + np.mean(feats**2, axis=0))
       time_feats = np.tanh(t / np.array(TIMESCALES, np.float64))
