@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jmeta.algorithms import maml as _maml, protonet as _protonet, relation as _relation
 from jmeta.algorithms.neural_process import data_key
 from jmeta.base import Metrics, MetaLearner, Params
 from jmeta.experiments import Algorithm, Option, Published, Recipe, get_algorithm, register_algorithm
@@ -201,10 +202,11 @@ OPTIONS = (
     Option('noise_dim', "size of the generator's noise input", default=32),
 )
 BASES = {'protonet': (lambda s: s), 'maml': (lambda s: s), 'relation': _relation_logits}
+_BASE_MODULES = (_protonet, _maml, _relation)  # imported above, so their algorithms are registered before ours
 
 
 def _register(base_name: str) -> None:
-  base = get_algorithm(base_name)
+  base = get_algorithm(base_name, load_builtin=False)  # registered above it in jmeta.algorithms
   logits_fn = BASES[base_name]
 
   def build(c, data) -> Recipe:

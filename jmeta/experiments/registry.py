@@ -28,6 +28,7 @@ BUILTIN = (
     'jmeta.datasets.gp',
     'jmeta.datasets.ambiguous',
     'jmeta.datasets.image_folders',   # mini-imagenet, tiered-imagenet, cifar-fs, fc100
+    'jmeta.optimizers.experiment',    # learned-opt; quadratic, digits
 )
 """Modules whose import registers jmeta's own algorithms and datasets: one line each."""
 
@@ -243,9 +244,10 @@ def datasets() -> dict[str, Dataset]:
   return dict(_DATASETS)
 
 
-def get_algorithm(name: str) -> Algorithm:
-  """The algorithm registered as `name`; `ValueError` listing the names otherwise."""
-  known = algorithms()
+def get_algorithm(name: str, *, load_builtin: bool = True) -> Algorithm:
+  """The algorithm registered as `name`; `ValueError` listing the names otherwise. `load_builtin=False` looks
+  only at what is registered so far, for a module that builds on another's entry while jmeta is being imported."""
+  known = algorithms() if load_builtin else _ALGORITHMS
   if name not in known:
     raise ValueError(f'unknown algorithm {name!r}; expected one of {", ".join(known)}')
   return known[name]
