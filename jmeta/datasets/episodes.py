@@ -12,6 +12,20 @@ from jmeta.checks import check_positive_int
 from jmeta.tasks import Split, Task
 
 
+def episode_options() -> tuple:
+  """The registry options of every episodic classification dataset: ways, train_ways, shots, queries and
+  eval_queries, in the order `jmeta train --help` lists them."""
+  from jmeta.experiments.registry import Option
+  return (
+      Option('ways', 'classes per test episode (default 5)', minimum=2),
+      Option('train_ways', 'classes per training episode (default: published, else --ways)', minimum=2,
+             default=lambda f: f['ways']),
+      Option('shots', 'support examples per class (default 1)'),
+      Option('queries', 'query examples per class while training (default: published, else 15)'),
+      Option('eval_queries', 'query examples per class at validation and test time (default 15)'),
+  )
+
+
 def _choice(key: jax.Array, n: int, k: int) -> jax.Array:
   """`k` distinct integers of `[0, n)` in a uniformly random order, `[k]` int32.
 

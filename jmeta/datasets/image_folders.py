@@ -446,6 +446,7 @@ def _load(c, data_dir: str | None = None):
 
 
 def _register() -> None:
+  from jmeta.datasets.episodes import episode_options
   from jmeta.experiments import Dataset, Option, register_dataset
   summaries = {'mini-imagenet': '100 ImageNet classes, 600 images each, 84x84 (Vinyals et al., 2016)',
                'tiered-imagenet': '608 ImageNet classes in 34 groups, 779,165 images, 84x84 (Ren et al., 2018)',
@@ -455,12 +456,7 @@ def _register() -> None:
     register_dataset(Dataset(
         name=name, kind='classification', summary=summary + ', from local files',
         options=(
-            Option('ways', 'classes per test episode (default 5)', minimum=2),
-            Option('train_ways', 'classes per training episode (default: published, else --ways)', minimum=2,
-                   default=lambda f: f['ways']),
-            Option('shots', 'support examples per class (default 1)'),
-            Option('queries', 'query examples per class while training (default: published, else 15)'),
-            Option('eval_queries', 'query examples per class at validation and test time (default 15)'),
+            *episode_options(),
             Option('encoder', 'conv4 (max-pooled blocks, the default) or resnet12', str, default='conv4',
                    choices=('conv4', 'resnet12')),
             # 32: Finn et al. (2017), section 5.2, on mini-ImageNet, to reduce overfitting.

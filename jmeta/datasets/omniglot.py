@@ -468,17 +468,13 @@ def _official_runs(experiment, params, data_dir: str | None, inner_steps: int | 
 
 
 def _register() -> None:
+  from jmeta.datasets.episodes import episode_options
   from jmeta.experiments import Dataset, Evaluation, Option, register_dataset
   register_dataset(Dataset(
       name='omniglot', kind='classification',
       summary='1,623 handwritten characters of 50 alphabets, 20 drawings each, 28x28 (Lake et al., 2015)',
       options=(
-          Option('ways', 'classes per test episode (default 5)', minimum=2),
-          Option('train_ways', 'classes per training episode (default: published, else --ways)', minimum=2,
-                 default=lambda f: f['ways']),
-          Option('shots', 'support examples per class (default 1)'),
-          Option('queries', 'query examples per class while training (default: published, else 15)'),
-          Option('eval_queries', 'query examples per class at validation and test time (default 15)'),
+          *episode_options(),
           Option('split', 'vinyals (1,200 characters + rotations for training, the default) or lake (background / '
                  'evaluation)', str, default='vinyals', choices=SPLITS),
           Option('filters', 'conv4 filters (default 64)', default=64),

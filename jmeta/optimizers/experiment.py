@@ -1,7 +1,7 @@
 """`jmeta train --algo learned-opt`: a learned optimizer meta-trained on the registry's datasets.
 
 A `jmeta.Task` is an optimization problem: the dataset's predictor, started from weights drawn with a key hashed
-from the support set, is trained on the support set by the learned optimizer (`lstm_optimizer` or
+from the support set (`data_key`), is trained on the support set by the learned optimizer (`lstm_optimizer` or
 `mlp_optimizer`, whose meta-parameters are the run's parameters). `loss(params, task)` is the mean training loss
 over the `inner_steps` steps of the unroll (Andrychowicz et al., 2016, weights w_t = 1), differentiated through
 the unroll with the optimizee's second derivatives dropped, as the paper does. `adapt(params, support, steps=S)` is
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from jmeta import losses
+from jmeta.algorithms.neural_process import data_key
 from jmeta.base import MetaLearner
 from jmeta.checks import check_positive_int
 from jmeta.experiments import Algorithm, Data, Dataset, Option, Recipe, register_algorithm, register_dataset
@@ -29,13 +30,6 @@ from jmeta.optimizers.learned import init_lstm_meta_params, init_mlp_meta_params
 from jmeta.tasks import Split, Task, check_task
 
 DESIGNS = ('lstm', 'mlp')
-
-
-def support_key(support: Split) -> jax.Array:
-  """A PRNG key hashed from a support set's contents (its sums), so that `loss(params, task)` stays pure."""
-  bits = jax.lax.bitcast_convert_type(jnp.stack([jnp.sum(support.x.astype(jnp.float32)),
-                                                 jnp.sum(support.y.astype(jnp.float32))]), jnp.uint32)
-  return jax.random.fold_in(jax.random.PRNGKey(bits[0]), bits[1])
 
 
 def make_optimizer(design: str):
@@ -50,7 +44,7 @@ def make_optimizer(design: str):
 def learned_opt(init_model, apply_fn, design: str = 'lstm', steps: int = 20, *, loss_fn=losses.mse,
                 metrics_fn=None, second_order: bool = False) -> MetaLearner:
   """A MetaLearner whose parameters are a learned optimizer's: each task trains `apply_fn`'s model from
-  `init_model(support_key(support))` on the support set for `steps` steps of the learned optimizer.
+  `init_model(data_key(support))` on the support set for `steps` steps of the learned optimizer.
 
   Args:
     init_model: `key -> model params`.
@@ -66,7 +60,7 @@ def learned_opt(init_model, apply_fn, design: str = 'lstm', steps: int = 20, *, 
 
   def run(params, support: Split, count: int):
     opt = make(params)
-    model = init_model(support_key(support))
+    model = init_model(data_key(support))
     train = lambda p: losses.masked(loss_fn)(apply_fn(p, support.x), support.y, support.mask)
 
     def step(carry, _):
