@@ -252,9 +252,10 @@ def train(args: argparse.Namespace) -> dict:
   state = fit(experiment.learner, experiment.outer_opt, experiment.train_tasks, state, meta_batch=c.meta_batch,
               steps=c.steps, out_dir=args.out, log_every=c.log_every, checkpoint_every=c.checkpoint_every,
               eval_every=c.eval_every, eval_fn=eval_fn if c.valid_episodes else None, resume=args.resume,
-              progress=not args.no_progress,
-              task_spec=task_spec(experiment.train_tasks(jax.random.PRNGKey(0))), mesh=mesh, time_limit=time_limit,
-              vmap_size=args.vmap_size, grad_of_mean=experiment.algorithm.grad_of_mean)
+              progress=not args.no_progress, mesh=mesh, time_limit=time_limit, vmap_size=args.vmap_size,
+              # Shapes only: sampling a task eagerly compiled a program for each of its dozens of operations.
+              task_spec=task_spec(jax.eval_shape(experiment.train_tasks, jax.random.PRNGKey(0))),
+              grad_of_mean=experiment.algorithm.grad_of_mean)
   if int(state.step) < c.steps:
     print(f'jmeta: the time limit stopped training at step {int(state.step)} of {c.steps}; the checkpoint is '
           'saved, --resume goes on', file=sys.stderr)

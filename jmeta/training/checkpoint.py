@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 
 from jmeta.training.meta_step import TrainState
 
@@ -36,10 +37,18 @@ class Checkpoints:
     default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, 'sharding', None) or default), like)
-    return TrainState(*self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract)))
+    restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+    # Orbax's arrays are committed to their device, a fresh state's are not, and jit lowers the two differently:
+    # a resumed run, or `jmeta eval`, would compile again the programs its uninterrupted twin had cached.
+    return TrainState(*jax.tree.map(lambda a, r: r if _placed(a) else jax.device_put(np.asarray(r)), like, restored))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _placed(a) -> bool:
+  """Whether `a` (an array or an abstract one) is laid out on chosen devices rather than left to the default."""
+  return a.committed if isinstance(a, jax.Array) else getattr(a, 'sharding', None) is not None
