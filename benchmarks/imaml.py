@@ -47,7 +47,7 @@ def memory_case(method: str, steps: int, quick: bool) -> dict:
   from jmeta.bench.timing import peak_rss_mb, rss_mb
   from jmeta.models.conv4 import Classifier, conv4_maml, functional
   ways, shots, queries = 5, 1, 15
-  filters, size, blocks = (8, 14, 2) if quick else (64, 28, 4)
+  filters, size, blocks = (8, 14, 1) if quick else (64, 28, 4)
   model = functional(Classifier(conv4_maml(filters, blocks), ways))
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   support = jmeta.Split(jax.random.uniform(keys[0], (ways * shots, size, size, 1)), jnp.arange(ways * shots) % ways)
@@ -104,7 +104,7 @@ def omniglot_command(out: str, minutes: float, quick: bool, no_pull_back: bool =
 def run_omniglot(args: argparse.Namespace) -> dict:
   out = os.path.join(args.runs, 'imaml-5w1s')
   cmd = omniglot_command(out, args.minutes, args.quick, args.no_pull_back)
-  run = run_train(cmd, out, args.resume)
+  run = run_train(cmd, out, args.resume, quick=args.quick)
   import jax
   backend = jax.default_backend()
   row = {'row': 'omniglot-5w1s' + ('' if backend == 'cpu' else f'-{backend}') + (f'-{args.tag}' if args.tag else ''),
@@ -224,9 +224,9 @@ def main() -> None:
   order = lambda r: (r['row'].startswith('memory-'), r['row'])
   report = None
   if args.memory:
-    before = matmul_rate()
+    before = matmul_rate(args.quick)
     rows = run_memory(args)
-    after = matmul_rate()
+    after = matmul_rate(args.quick)
     rows = [{**r, 'matmul_gflops_before': before, 'matmul_gflops_after': after} for r in rows]
     report = merge_report(path, rows, header, order)
   if args.omniglot:

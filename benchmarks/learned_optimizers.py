@@ -54,8 +54,16 @@ def train_mlp_pes(family, seconds: float, max_steps: int, *, population: int, tr
   meta = lo.init_mlp_meta_params(jax.random.PRNGKey(seed + 1))
   init, step, mean = lo.persistent_es(family, lo.mlp_optimizer, meta, population=population, truncation=truncation,
                                       horizon=horizon, lr=lr, std=std)
-  state = init(jax.random.PRNGKey(seed), meta)
-  return _loop(jax.jit(step), state, seconds, max_steps, seed, mean)
+  # evosax's state has float leaves that a step turns from weakly to strongly typed and back; all strong, the step
+  # compiles once instead of three times.
+  strong = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, x.dtype), tree)  # noqa: E731
+
+  def strong_step(state, key):
+    state, metrics = step(state, key)
+    return strong(state), metrics
+
+  state = strong(init(jax.random.PRNGKey(seed), meta))
+  return _loop(jax.jit(strong_step), state, seconds, max_steps, seed, mean)
 
 
 def _loop(step, state, seconds, max_steps, seed, params_of):
@@ -77,24 +85,26 @@ def _loop(step, state, seconds, max_steps, seed, params_of):
 
 
 @functools.lru_cache(maxsize=None)
-def _runner(make, family, steps: int):
-  """One jitted program per optimizer maker, family and horizon, reused by every call of the same shapes."""
+def _runner(makes: tuple, family, steps: int):
+  """One jitted program per tuple of optimizer makers, family and horizon, reused by every call of the same shapes
+  (one program for several optimizers compiles in about the time of one: XLA's cost is mostly per program)."""
 
-  @jax.jit
-  def run(stacked, ks):
+  def curves_of(make, stacked, ks):
     def one(arg, k):
       k_task, k_run = jax.random.split(k)
       return lo.curve(make(arg), family.sample(k_task), k_run, steps)
     return jax.vmap(lambda arg: jax.vmap(lambda k: one(arg, k))(ks))(stacked)
 
-  return run
+  return jax.jit(lambda stacked, ks: tuple(curves_of(m, a, ks) for m, a in zip(makes, stacked)))
 
 
-def curves(make, family, keys: jax.Array, steps: int, args, chunk: int = 16) -> np.ndarray:
-  """`[len(args), tasks, steps + 1]` training losses of `make(arg)` (an optimizer) on the tasks of `family` drawn from
-  `keys`, for each of `args` (step sizes, or meta-parameters stacked on a leading axis): one compile for all."""
-  run = _runner(make, family, steps)
-  return np.concatenate([np.asarray(run(args, keys[i:i + chunk])) for i in range(0, len(keys), chunk)], axis=1)
+def curves(makes: tuple, family, keys: jax.Array, steps: int, args: tuple, chunk: int = 16) -> list[np.ndarray]:
+  """For each optimizer maker of `makes` and its `args` (step sizes, or meta-parameters stacked on a leading axis),
+  `[len(args), tasks, steps + 1]` training losses of `make(arg)` on the tasks of `family` drawn from `keys`: one
+  compile for all."""
+  run = _runner(tuple(makes), family, steps)
+  parts = [run(tuple(args), keys[i:i + chunk]) for i in range(0, len(keys), chunk)]
+  return [np.concatenate([np.asarray(p[j]) for p in parts], axis=1) for j in range(len(makes))]
 
 
 def _score(final: np.ndarray) -> float:
@@ -107,9 +117,9 @@ def _score(final: np.ndarray) -> float:
 def tune(family, keys, steps: int, grid) -> dict:
   """The grid for each baseline: the mean log final loss at each step size, and the best step size."""
   out = {}
-  for name, make in BASELINES.items():
-    finals = curves(make, family, keys, steps, jnp.asarray(grid))[:, :, -1]
-    scores = {lr: _score(f) for lr, f in zip(grid, finals)}
+  every = curves(tuple(BASELINES.values()), family, keys, steps, (jnp.asarray(grid),) * len(BASELINES))
+  for name, c in zip(BASELINES, every):
+    scores = {lr: _score(f) for lr, f in zip(grid, c[:, :, -1])}
     best = min(scores, key=scores.get)
     out[name] = {'grid': {f'{lr:g}': s for lr, s in scores.items()}, 'best_lr': best}
   return out
@@ -135,14 +145,15 @@ def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict) -
     out[fname] = {}
     for steps in horizons[fname]:
       res = {}
-      for name, (make, meta) in learned.items():
-        res[name] = curves(make, family, keys[fname], steps, jax.tree.map(lambda x: x[None], meta))[0]
-      for name, make in BASELINES.items():
-        # The whole grid, as tuned: the same shapes reuse tuning's compiled program (len(grid) times the compute
-        # of one step size, far less than a compile at these sizes); the tuned step size's curves are kept.
-        lr = tuned[fname][str(steps)][name]['best_lr']
-        grid = [float(g) for g in tuned[fname][str(steps)][name]['grid']]
-        res[name] = curves(make, family, keys[fname], steps, jnp.asarray(grid))[grid.index(lr)]
+      every = curves(tuple(make for make, _ in learned.values()), family, keys[fname], steps,
+                     tuple(jax.tree.map(lambda x: x[None], meta) for _, meta in learned.values()))
+      res.update({name: c[0] for name, c in zip(learned, every)})
+      # The whole grid, as tuned: the same shapes reuse tuning's compiled program (len(grid) times the compute of
+      # one step size, far less than a compile at these sizes); the tuned step size's curves are kept.
+      grid = [float(g) for g in tuned[fname][str(steps)][next(iter(BASELINES))]['grid']]
+      every = curves(tuple(BASELINES.values()), family, keys[fname], steps, (jnp.asarray(grid),) * len(BASELINES))
+      for name, c in zip(BASELINES, every):
+        res[name] = c[grid.index(tuned[fname][str(steps)][name]['best_lr'])]
       at = sorted({0, 10, min(50, steps), min(100, steps), steps})
       out[fname][str(steps)] = {
           name: {'at': summary(c, at), 'mean_curve': np.nanmean(np.where(np.isfinite(c), c, np.nan), 0).tolist()}

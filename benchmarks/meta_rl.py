@@ -253,8 +253,9 @@ def main() -> None:
   args.out = args.out or os.path.join(HERE, 'results')
   args.runs = args.runs or os.path.join(HERE, 'runs')
   os.makedirs(args.out, exist_ok=True)
+  rate = lambda: matmul_gflops(**(dict(sizes=(512,), repeats=3) if args.quick else {}))['best']  # noqa: E731
   header = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
-                matmul_gflops_before=matmul_gflops()['best'])
+                matmul_gflops_before=rate())
   from report import merge
   path = os.path.join(args.out, 'meta_rl.json')
   header['command'] = 'python benchmarks/meta_rl.py ' + ' '.join(os.sys.argv[1:])
@@ -278,7 +279,7 @@ def main() -> None:
     merge(path, [row], {**header, 'baseline_seconds': seconds}, order)
     print(f'{name}: rl2 {row["reward"]:.2f} +- {row["ci95"]:.2f} after {row["steps"]} steps, {row["train_s"]} s',
           flush=True)
-  header['matmul_gflops_after'] = matmul_gflops()['best']
+  header['matmul_gflops_after'] = rate()
   this_run = {k: header[k] for k in ('command', 'matmul_gflops_before', 'matmul_gflops_after')}
   this_run['rows'] = [r['row'] for r in rows]
   report = merge(path, [], {**header, 'baseline_seconds': seconds, 'runs': earlier + [this_run]}, order)

@@ -38,8 +38,8 @@ def command(algo: str, ways: int, shots: int, out: str, minutes: float, quick: b
   cmd = ['jmeta', 'train', '--algo', algo, '--dataset', 'omniglot', '--ways', str(ways), '--shots', str(shots),
          '--time-limit', f'{minutes:g}', '--no-progress', '--out', out]
   if quick:
-    cmd += ['--filters', '8', '--blocks', '2', '--steps', '10', '--log-every', '5', '--valid-episodes', '0',
-            '--eval-episodes', '40', '--meta-batch', '2']
+    cmd += ['--filters', '8', '--blocks', '1', '--train-ways', str(ways), '--steps', '10', '--log-every', '5',
+            '--valid-episodes', '0', '--eval-episodes', '40', '--meta-batch', '2']
   return cmd
 
 
@@ -47,7 +47,7 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
   algo, ways, shots = ROWS[name]
   out = os.path.join(args.runs, name)
   cmd = command(algo, ways, shots, out, args.minutes, args.quick)
-  run = run_train(cmd, out, args.resume)
+  run = run_train(cmd, out, args.resume, quick=args.quick)
   row = {'row': name, 'algo': algo, 'ways': ways, 'shots': shots, 'command': ' '.join(cmd),
          'published': PUBLISHED.get((algo, shots)), 'budget_minutes': args.minutes, **run.facts}
   if run.result is None:

@@ -32,6 +32,7 @@ support sets, as the paper's figure), and the machine's matmul rate before and a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -79,9 +80,15 @@ def _train(learner, params, sample, args, grad_of_mean=True):
                  'train_seconds': round(time.perf_counter() - t0, 1)}
 
 
+@functools.lru_cache(maxsize=None)
+def _vmapped(fn):
+  """`jax.jit(jax.vmap(fn))`, one per function: a second call with the same shapes reuses its compiled program."""
+  return jax.jit(jax.vmap(fn))
+
+
 def _chunked(fn, tasks, chunk=100):
   """`fn(task) -> pytree` over a batch of tasks, as jitted vmaps of `chunk` tasks, concatenated in NumPy."""
-  run = jax.jit(jax.vmap(fn))
+  run = _vmapped(fn)
   n = len(jax.tree.leaves(tasks)[0])
   parts = [run(jax.tree.map(lambda a: a[i:i + chunk], tasks)) for i in range(0, n, chunk)]
   return jax.tree.map(lambda *p: np.concatenate([np.asarray(x) for x in p]), *parts)
@@ -100,7 +107,7 @@ def mixture_scores(predictions: jax.Array, y: jax.Array) -> dict:
 
 def held_out(sample, episodes: int, seed: int) -> Task:
   keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 777), episodes)
-  return jax.tree.map(np.asarray, jax.jit(jax.vmap(sample))(keys))
+  return jax.tree.map(np.asarray, _vmapped(sample)(keys))
 
 
 def ambiguous_sets(count: int, seed: int, pool: int) -> tuple[Task, float]:
@@ -113,9 +120,9 @@ def ambiguous_sets(count: int, seed: int, pool: int) -> tuple[Task, float]:
   return jax.tree.map(lambda a: a[index], tasks), float(keep.mean())
 
 
-def both_families(fast_fn, tasks: Task) -> np.ndarray:
-  """For each task, whether its sampled adapted models include a sine and a line: `fast_fn(support) -> [samples,
-  grid]` values on GRID."""
+def both_families(fast_fn, *task_sets: Task) -> list[np.ndarray]:
+  """For each task of each set, whether its sampled adapted models include a sine and a line: `fast_fn(support) ->
+  [samples, grid]` values on GRID. One compiled program for sets of the same shapes."""
   grid = jnp.asarray(GRID)
 
   def one(task):
@@ -123,7 +130,7 @@ def both_families(fast_fn, tasks: Task) -> np.ndarray:
     sines = jax.vmap(lambda c: amb.is_sine(grid, c))(curves)
     return jnp.stack([jnp.any(sines) & jnp.any(~sines), jnp.mean(sines)])
 
-  return _chunked(one, tasks)
+  return [_chunked(one, tasks) for tasks in task_sets]
 
 
 def _summary(values) -> dict:
@@ -141,8 +148,9 @@ def run(args) -> dict:
           'episodes': args.episodes, 'minutes_cap': args.minutes, **RECIPE}}
   t_start = time.perf_counter()
   train_tasks = amb.sine_line(SHOTS, SHOTS, noise=NOISE)
-  test_tasks = held_out(amb.sine_line(SHOTS, QUERIES, noise=NOISE), args.episodes, args.seed)
-  valid_tasks = held_out(amb.sine_line(SHOTS, QUERIES, noise=NOISE), args.episodes, args.seed + 100)
+  query_tasks = amb.sine_line(SHOTS, QUERIES, noise=NOISE)  # one sampler: one compiled draw for both
+  test_tasks = held_out(query_tasks, args.episodes, args.seed)
+  valid_tasks = held_out(query_tasks, args.episodes, args.seed + 100)
   amb_tasks, passed = ambiguous_sets(args.ambiguous_sets, args.seed, pool=max(20 * args.ambiguous_sets, 500))
   plain_tasks = jax.tree.map(lambda a: a[:args.ambiguous_sets], test_tasks)
   hidden = (40, 40) if not args.quick else (8, 8)
@@ -197,8 +205,7 @@ def run(args) -> dict:
   for name, row in rows.items():
     row['scores'] = {k: _summary(v) for k, v in row['scores'].items()}
     if name == 'platipus':
-      amb_both = both_families(curves[name], amb_tasks)
-      plain_both = both_families(curves[name], plain_tasks)
+      amb_both, plain_both = both_families(curves[name], amb_tasks, plain_tasks)
       row['both_families'] = {'ambiguous': _summary(amb_both[:, 0]), 'unambiguous': _summary(plain_both[:, 0]),
                               'ambiguous_sine_fraction': float(amb_both[:, 1].mean())}
     else:

@@ -27,10 +27,11 @@ def merge(path: str, rows: list[dict], header: dict, order: Callable[[dict], obj
   return report
 
 
-def matmul_rate() -> float:
-  """This machine's float32 matmul rate now, in GFLOP/s (best of two sizes), to record beside each figure."""
+def matmul_rate(quick: bool = False) -> float:
+  """This machine's float32 matmul rate now, in GFLOP/s (best of two sizes), to record beside each figure; `quick`:
+  one small size, a smoke test's figure (a few milliseconds instead of seconds)."""
   from jmeta.bench.timing import matmul_gflops
-  return round(matmul_gflops()['best'], 1)
+  return round((matmul_gflops(sizes=(512,), repeats=3) if quick else matmul_gflops())['best'], 1)
 
 
 class TrainRun(NamedTuple):
@@ -49,15 +50,15 @@ class TrainRun(NamedTuple):
   config: dict | None
 
 
-def run_train(cmd: list[str], out: str, resume: bool = False) -> TrainRun:
+def run_train(cmd: list[str], out: str, resume: bool = False, quick: bool = False) -> TrainRun:
   """Runs `cmd`, a `jmeta ...` command line writing to `out`, as `python -m jmeta.cli` (with `--resume` if asked)
-  and reads back what it wrote."""
-  before = matmul_rate()
+  and reads back what it wrote; `quick`: the smoke test's small matmul-rate measurement (`matmul_rate`)."""
+  before = matmul_rate(quick)
   t0 = time.perf_counter()
   done = subprocess.run([sys.executable, '-m', 'jmeta.cli'] + cmd[1:] + (['--resume'] if resume else []),
                         capture_output=True, text=True)
   facts = {'wall_seconds': round(time.perf_counter() - t0, 1), 'matmul_gflops_before': before,
-           'matmul_gflops_after': matmul_rate(), 'cores': len(os.sched_getaffinity(0))}
+           'matmul_gflops_after': matmul_rate(quick), 'cores': len(os.sched_getaffinity(0))}
   if done.returncode != 0:
     stderr = done.stderr.strip()
     return TrainRun({**facts, 'error': stderr.splitlines()[-1] if stderr else 'failed'}, None, [], None)
