@@ -62,6 +62,7 @@ def test_omniglot_harness_runs_a_quick_row_and_prints_its_table(omniglot_dir, sc
 
 
 def test_profile_apportions_a_quick_step_among_kinds_of_instruction(tmp_path):
+  # A process of its own: the script sets XLA_FLAGS (per-instruction trace events) before JAX starts.
   out = tmp_path / 'profile.json'
   printed = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'profile_step.py'), '--quick', '--case',
                             'maml2_omniglot_5w1s', '--steps', '2', '--json', str(out)],
