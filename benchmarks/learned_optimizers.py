@@ -87,7 +87,7 @@ def _loop(step, state, seconds, max_steps, seed, params_of):
 @functools.lru_cache(maxsize=None)
 def _runner(makes: tuple, family, steps: int):
   """One jitted program per tuple of optimizer makers, family and horizon, reused by every call of the same shapes
-  (one program for several optimizers compiles in about the time of one: XLA's cost is mostly per program)."""
+  (the three baselines' program on the digits compiled in 8 CPU s, three programs in 19: they share the tasks)."""
 
   def curves_of(make, stacked, ks):
     def one(arg, k):
