@@ -22,6 +22,7 @@ class Case:
     inner_steps, inner_lr: the inner loop's SGD steps and step size.
     first_order: first-order MAML.
     filters: conv4's filters.
+    blocks: conv4's blocks (4 in every published model; the tests compare implementations on fewer).
     outer_lr: Adam's step size for the outer update.
     remat: `jax.checkpoint` each inner step.
     vmap_size: tasks vmapped at once by the 'jmeta' step (`jmeta.meta_step`'s `vmap_size`); None: all of them.
@@ -38,6 +39,7 @@ class Case:
   inner_lr: float = 0.4
   first_order: bool = False
   filters: int = 64
+  blocks: int = 4
   outer_lr: float = 1e-3
   remat: bool = False
   vmap_size: int | None = None

@@ -32,8 +32,8 @@ def model(case: Case, conv: type | None = None) -> Model:
     return Model(lambda key, x: mlp.init(key, x)['params'], lambda p, x: mlp.apply({'params': p}, x))
   kw = {} if conv is None else {'conv': conv}
   if case.kind == 'protonet':
-    return Model(*conv4.functional(conv4.conv4_protonet(case.filters, **kw)))
-  encoder = (conv4.conv4_protonet if case.pooled else conv4.conv4_maml)(case.filters, **kw)
+    return Model(*conv4.functional(conv4.conv4_protonet(case.filters, case.blocks, **kw)))
+  encoder = (conv4.conv4_protonet if case.pooled else conv4.conv4_maml)(case.filters, case.blocks, **kw)
   return Model(*conv4.functional(conv4.Classifier(encoder, case.ways)))
 
 

@@ -56,15 +56,15 @@ class Conv4(nn.Module):
   """conv4 in MAML's form (stride 2) or ProtoNets' (stride 1, max-pooled); NCHW `[batch, 1, 28, 28]` in,
   features flattened in Flax's order out."""
 
-  def __init__(self, filters: int, stride: int, pool: bool, size: int = 28, channels: int = 1):
+  def __init__(self, filters: int, stride: int, pool: bool, size: int = 28, channels: int = 1, blocks: int = 4):
     super().__init__()
-    blocks, cin = [], channels
-    for _ in range(4):
-      blocks.append(Block(cin, filters, stride, pool, size))
+    layers, cin = [], channels
+    for _ in range(blocks):
+      layers.append(Block(cin, filters, stride, pool, size))
       size = -(-size // stride)
       size = size // 2 if pool else size
       cin = filters
-    self.blocks = nn.Sequential(*blocks)
+    self.blocks = nn.Sequential(*layers)
     self.features = size * size * filters
 
   def forward(self, x):
@@ -96,8 +96,8 @@ def module(case: Case) -> nn.Module:
   if case.kind == 'sinusoid':
     return MLP()
   if case.kind == 'protonet':
-    return Conv4(case.filters, 1, True, case.size, case.channels)
-  encoder = Conv4(case.filters, 1 if case.pooled else 2, case.pooled, case.size, case.channels)
+    return Conv4(case.filters, 1, True, case.size, case.channels, case.blocks)
+  encoder = Conv4(case.filters, 1 if case.pooled else 2, case.pooled, case.size, case.channels, case.blocks)
   return Classifier(encoder, encoder.features, case.ways)
 
 
@@ -110,7 +110,7 @@ def load(case: Case, params: Any, dtype=torch.float32) -> dict[str, torch.Tensor
     out[f'{prefix}.bias'] = np.asarray(p['bias'])
 
   def encoder(prefix, p):
-    for i in range(4):
+    for i in range(case.blocks):
       b = p[f'block{i}']
       out[f'{prefix}blocks.{i}.conv.weight'] = np.transpose(np.asarray(b['conv']['kernel']), (3, 2, 0, 1))
       out[f'{prefix}blocks.{i}.conv.bias'] = np.asarray(b['conv']['bias'])
