@@ -84,7 +84,7 @@ def mann(module, classes: int | None = None) -> MetaLearner:
 
 def init_params(module, key: jax.Array, example_x: jax.Array) -> Params:
   """The module's parameters for inputs shaped like one step's `example_x`."""
-  return module.init(key, module.initial_carry(), example_x, jnp.zeros((module.classes,), jnp.float32))
+  return jax.jit(module.init)(key, module.initial_carry(), example_x, jnp.zeros((module.classes,), jnp.float32))
 
 
 def _unit_interval(value, name: str) -> float:

@@ -199,7 +199,8 @@ def rl2(module: GRUPolicy, env: Environment, steps: int, *, discount: float = 0.
 def init_params(module: GRUPolicy, key: jax.Array, env: Environment) -> Params:
   """The module's parameters for `env`'s observations."""
   obs = jnp.zeros(env.observation.shape, env.observation.dtype)
-  return module.init(key, module.initial_carry(), obs, jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.ones((), bool))
+  return jax.jit(module.init)(key, module.initial_carry(), obs, jnp.zeros((), jnp.int32), jnp.zeros(()),
+                              jnp.ones((), bool))
 
 
 def _unit(value, name: str, allow_zero: bool = False) -> float:

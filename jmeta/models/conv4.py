@@ -173,6 +173,7 @@ def functional(module: nn.Module) -> Functional:
   the two ways of normalising.
   """
 
+  @jax.jit  # one program, not one per initializer and shape when called eagerly
   def init(key: jax.Array, example_x: jax.Array) -> Params:
     return module.init(key, example_x)['params']
 

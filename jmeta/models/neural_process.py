@@ -158,4 +158,4 @@ class NeuralProcess(nn.Module):
 def init_params(model: NeuralProcess, key: jax.Array):
   """`model`'s parameters, initialised on a one-point context and target."""
   x, y = jnp.zeros((1, model.x_dim)), jnp.zeros((1, model.y_dim))
-  return model.init(key, x, y, jnp.ones((1,), bool), x)
+  return jax.jit(model.init)(key, x, y, jnp.ones((1,), bool), x)
