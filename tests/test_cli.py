@@ -78,7 +78,7 @@ def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
   args = ['train', '--algo', 'maml', '--steps', '3000', '--log-every', '100', '--checkpoint-every', '300',
           '--eval-episodes', '50', '--seed', '3'] + SMALL
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
-  subprocess.run(JMETA + args + ['--out', str(whole)], check=True, capture_output=True)
+  whole_record = cli.main(args + ['--out', str(whole)])  # in this process: only the killed run needs its own
 
   kill_after_checkpoint(JMETA + args + ['--out', str(killed)], killed, 300)
   steps = [m['step'] for m in read_metrics(killed)]
@@ -88,9 +88,8 @@ def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
                            text=True)
   assert [m['step'] for m in read_metrics(killed)] == list(range(100, 3001, 100))
   chex.assert_trees_all_equal(_final_params(killed), _final_params(whole))
-  assert _last_json(resumed.stdout) == _last_json(
-      subprocess.run(JMETA + ['eval', str(whole), '--episodes', '50', '--seed', '3'], check=True,
-                     capture_output=True, text=True).stdout)
+  assert _last_json(resumed.stdout) == whole_record
+  assert cli.main(['eval', str(whole), '--episodes', '50', '--seed', '3']) == whole_record
 
 
 @pytest.mark.slow
@@ -159,13 +158,14 @@ def test_vmap_size_maps_over_chunks_of_tasks_and_matches_one_vmap(tmp_path):
 
 
 @pytest.mark.slow
-def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path):
+def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path, capsys):
   out = str(tmp_path / 'run')
   base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100', '--eval-episodes', '20'] + SMALL
   args = base + ['--out', out]
-  stopped = subprocess.run(JMETA + args + ['--time-limit', '1e-6'], check=True, capture_output=True, text=True)
-  assert 'stopped training at step 100 of 300' in stopped.stderr
-  assert 'mse' in _last_json(stopped.stdout) and [m['step'] for m in read_metrics(out)] == [100]
+  stopped = cli.main(args + ['--time-limit', '1e-6'])
+  printed = capsys.readouterr()
+  assert 'stopped training at step 100 of 300' in printed.err
+  assert 'mse' in stopped and _last_json(printed.out) == stopped and [m['step'] for m in read_metrics(out)] == [100]
   cli.main(args + ['--resume'])
   assert [m['step'] for m in read_metrics(out)] == [100, 200, 300]
   whole = str(tmp_path / 'whole')
