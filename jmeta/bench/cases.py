@@ -68,14 +68,14 @@ CASES: dict[str, Case] = {c.name: c for c in (
 
 
 def quick(case: Case) -> Case:
-  """A small version of `case` that compiles and runs in seconds, for checking the harness."""
+  """A small version of `case` (one conv block) that compiles and runs in seconds, for checking the harness."""
   if case.kind == 'sinusoid':
     return dataclasses.replace(case, meta_batch=4)
   if case.size != 28:  # the 84x84 cases at 28x28 and one inner step
     case = dataclasses.replace(case, size=28, inner_steps=1)
   if case.kind == 'protonet':
-    return dataclasses.replace(case, ways=10, filters=8, queries=2)
-  return dataclasses.replace(case, filters=8, meta_batch=2, queries=2)
+    return dataclasses.replace(case, ways=10, filters=8, queries=2, blocks=1)
+  return dataclasses.replace(case, filters=8, meta_batch=2, queries=2, blocks=1)
 
 
 def batch(case: Case, seed: int = 0, dtype: Any = np.float32) -> dict[str, np.ndarray]:
