@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 from jax.test_util import check_grads
 
 from jmeta.algorithms.matching import matching_net
@@ -20,6 +21,8 @@ from jmeta.models import conv4
 from jmeta.tasks import Split, Task
 
 KEY = jax.random.key(0, impl='rbg')  # compiles faster on CPU than the default threefry
+quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+"""`jax.jit` that compiles faster on CPU, for programs run once: eagerly, each op of a new shape compiles its own."""
 IN, DIM = 4, 3
 
 
@@ -70,7 +73,7 @@ def random_task(seed, ways=3, shots=2, queries=4, dim=IN):
 
 
 def meta_batch(tasks):
-  return jax.tree.map(lambda *a: jnp.stack(a), *tasks)
+  return jax.tree.map(lambda *a: np.stack(a), *tasks)
 
 
 def model_params(seed=1):
@@ -91,7 +94,18 @@ def make(name, embed=linear, transductive=True):
 
 @functools.lru_cache(maxsize=None)
 def initial_params(name):
-  return make(name).init(jax.random.key(2, impl='rbg'), model_params())
+  return quick_jit(make(name).init)(jax.random.key(2, impl='rbg'), model_params())
+
+
+def by_hand(learner, params, task):
+  """`adapt`'s state, `predict`'s scores of the queries and `loss`'s (value, metrics), in one program."""
+
+  @quick_jit
+  def run(params, task):
+    state = learner.adapt(params, task.support)
+    return state, learner.predict(state, task.query.x), learner.loss(params, task)
+
+  return run(params, task)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,11 +120,9 @@ def test_protonet_by_hand():
   # Prototypes [1, 0] and [0, 2]; the query [1, 1] is at squared distances 1 and 2.
   task = Task(Split(jnp.array([[0., 0.], [2., 0.], [0., 2.]]), jnp.array([0, 0, 1])),
               Split(jnp.array([[1., 1.]]), jnp.array([0])))
-  learner = protonet(identity, 2)
-  state = learner.adapt({'embed': None}, task.support)
+  state, scores, (loss, metrics) = by_hand(protonet(identity, 2), {'embed': None}, task)
   np.testing.assert_allclose(state.prototypes, [[1., 0.], [0., 2.]])
-  np.testing.assert_allclose(learner.predict(state, task.query.x), [[-1., -2.]])
-  loss, metrics = learner.loss({'embed': None}, task)
+  np.testing.assert_allclose(scores, [[-1., -2.]])
   np.testing.assert_allclose(loss, -math.log(math.exp(-1) / (math.exp(-1) + math.exp(-2))), rtol=1e-6)
   assert float(metrics['accuracy']) == 1.0
 
@@ -118,11 +130,9 @@ def test_protonet_by_hand():
 def test_matching_by_hand():
   # Cosine similarities 1 and 0 to the two support examples: attention e / (e + 1) on class 0.
   task = Task(Split(jnp.array([[2., 0.], [0., 3.]]), jnp.array([0, 1])), Split(jnp.array([[1., 0.]]), jnp.array([1])))
-  learner = matching_net(identity, 2)
+  _, scores, (loss, metrics) = by_hand(matching_net(identity, 2), {'embed': None}, task)
   p0 = math.e / (math.e + 1)
-  np.testing.assert_allclose(learner.predict(learner.adapt({'embed': None}, task.support), task.query.x),
-                             [[math.log(p0), math.log(1 - p0)]], rtol=1e-6)
-  loss, metrics = learner.loss({'embed': None}, task)
+  np.testing.assert_allclose(scores, [[math.log(p0), math.log(1 - p0)]], rtol=1e-6)
   np.testing.assert_allclose(loss, -math.log(1 - p0), rtol=1e-6)
   assert float(metrics['accuracy']) == 0.0
 
@@ -132,13 +142,16 @@ def test_matching_scale_by_hand():
   task = Task(Split(jnp.array([[2., 0.], [0., 3.]]), jnp.array([0, 1])), Split(jnp.array([[1., 0.]]), jnp.array([1])))
   p0 = math.exp(3) / (math.exp(3) + 1)
   fixed = matching_net(identity, 2, scale=3.0)
-  np.testing.assert_allclose(fixed.loss({'embed': None}, task)[0], -math.log(1 - p0), rtol=1e-6)
   learned = matching_net(identity, 2, scale=3.0, learn_scale=True)
-  params = learned.init(KEY, None)
+  params = quick_jit(learned.init)(KEY, None)
   np.testing.assert_allclose(params['log_scale'], math.log(3.0), rtol=1e-6)
-  np.testing.assert_allclose(learned.loss(params, task)[0], -math.log(1 - p0), rtol=1e-6)
+  fixed_loss, learned_loss, (grads, _) = quick_jit(lambda p, t: (fixed.loss({'embed': None}, t)[0],
+                                                                 learned.loss(p, t)[0], learned.meta_grad(p, t)))(
+                                                                     params, task)
+  np.testing.assert_allclose(fixed_loss, -math.log(1 - p0), rtol=1e-6)
+  np.testing.assert_allclose(learned_loss, -math.log(1 - p0), rtol=1e-6)
   # loss = -log(1 - p0) with p0 = sigmoid(s), s = exp(log_scale): d/d log_scale = p0 * s.
-  np.testing.assert_allclose(learned.meta_grad(params, task)[0]['log_scale'], p0 * 3.0, rtol=1e-5)
+  np.testing.assert_allclose(grads['log_scale'], p0 * 3.0, rtol=1e-5)
   with pytest.raises(ValueError, match='scale must be positive'):
     matching_net(identity, 2, scale=0.0)
 
@@ -147,12 +160,11 @@ def test_relation_by_hand():
   # Class sums 1 + 2 = 3 and 4; pairs [1, 3] and [1, 4] scored by sigmoid(0.5 q - 0.25 c).
   task = Task(Split(jnp.array([[1.], [2.], [4.]]), jnp.array([0, 0, 1])), Split(jnp.array([[1.]]), jnp.array([1])))
   learner = relation_net(lambda p, x: x[:, None, None, :], 2, (1, 1, 1), relation_module=LinearRelation())
-  params = learner.init(KEY, None)
-  params['relation'] = {'fc': {'kernel': jnp.array([[0.5], [-0.25]]), 'bias': jnp.zeros(1)}}
+  params = jax.eval_shape(learner.init, KEY, None)  # every leaf is set below
+  params['relation'] = {'fc': {'kernel': np.array([[0.5], [-0.25]], np.float32), 'bias': np.zeros(1, np.float32)}}
   s0, s1 = sigmoid(0.5 - 0.75), sigmoid(0.5 - 1.0)
-  np.testing.assert_allclose(learner.predict(learner.adapt(params, task.support), task.query.x), [[s0, s1]],
-                             rtol=1e-6)
-  loss, metrics = learner.loss(params, task)
+  _, scores, (loss, metrics) = by_hand(learner, params, task)
+  np.testing.assert_allclose(scores, [[s0, s1]], rtol=1e-6)
   np.testing.assert_allclose(loss, (s0 ** 2 + (s1 - 1) ** 2) / 2, rtol=1e-6)
   assert float(metrics['accuracy']) == 0.0
 
@@ -163,10 +175,10 @@ def test_siamese_by_hand(balanced):
   task = Task(Split(jnp.array([[0.], [2.], [3.]]), jnp.array([0, 1, 1])), Split(jnp.array([[0.5]]), jnp.array([0])))
   learner = siamese_net(identity, 2, 1, balanced=balanced)
   params = {'embed': None, 'alpha': jnp.array([-1.]), 'bias': jnp.array(1.)}
-  np.testing.assert_allclose(learner.predict(learner.adapt(params, task.support), task.query.x), [[0.5, -0.5]])
+  _, scores, (loss, metrics) = by_hand(learner, params, task)
+  np.testing.assert_allclose(scores, [[0.5, -0.5]])
   same, diff = softplus(-0.5), [softplus(-0.5), softplus(-1.5)]
   expected = (same + sum(diff) / 2) / 2 if balanced else (same + sum(diff)) / 3
-  loss, metrics = learner.loss(params, task)
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
   assert float(metrics['accuracy']) == 1.0 and float(metrics['pair_accuracy']) == 1.0
 
@@ -266,7 +278,7 @@ def np_siamese(params, task, balanced):
 @pytest.mark.parametrize('seed', [0, 1])
 def test_against_numpy(seed):
   task = random_task(seed, ways=3, shots=2)
-  loss = lambda name: jax.jit(get(name)[0].loss)(get(name)[1], task)[0]
+  loss = lambda name: quick_jit(get(name)[0].loss)(get(name)[1], task)[0]
   params = {name: get(name)[1] for name in NAMES}
   np.testing.assert_allclose(loss('protonet'), np_protonet(np.asarray(params['protonet']['embed']['w']), task, 3),
                              rtol=1e-4)
@@ -276,7 +288,7 @@ def test_against_numpy(seed):
   np.testing.assert_allclose(loss('matching_scaled'), np_matching(params['matching_scaled'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('relation'), np_relation(params['relation'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('siamese'), np_siamese(params['siamese'], task, balanced=True), rtol=1e-4)
-  unbalanced = jax.jit(siamese_net(linear, 3, DIM, balanced=False).loss)(params['siamese'], task)[0]
+  unbalanced = quick_jit(siamese_net(linear, 3, DIM, balanced=False).loss)(params['siamese'], task)[0]
   np.testing.assert_allclose(unbalanced, np_siamese(params['siamese'], task, balanced=False), rtol=1e-4)
 
 
@@ -284,10 +296,10 @@ def test_unequal_shots_and_unsorted_support():
   support_x = jnp.asarray(np.random.default_rng(3).normal(size=(5, IN)), jnp.float32)
   task = Task(Split(support_x, jnp.array([2, 0, 1, 0, 0])), random_task(3).query)
   learner, params = get('protonet')
-  np.testing.assert_allclose(jax.jit(learner.loss)(params, task)[0],
+  np.testing.assert_allclose(quick_jit(learner.loss)(params, task)[0],
                              np_protonet(np.asarray(params['embed']['w']), task, 3), rtol=1e-4)
   learner, params = get('matching_fce')
-  np.testing.assert_allclose(jax.jit(learner.loss)(params, task)[0], np_matching(params, task, 3, fce_steps=3),
+  np.testing.assert_allclose(quick_jit(learner.loss)(params, task)[0], np_matching(params, task, 3, fce_steps=3),
                              rtol=1e-4)
 
 
@@ -300,10 +312,10 @@ NAMES = ['protonet', 'matching', 'matching_fce', 'matching_scaled', 'siamese', '
 def test_vmap_matches_loop_and_jit_matches_eager(name):
   learner, params = get(name)
   tasks = [random_task(s) for s in range(2)]
-  batched = jax.jit(jax.vmap(learner.loss, in_axes=(None, 0)))(params, meta_batch(tasks))
+  batched = quick_jit(jax.vmap(learner.loss, in_axes=(None, 0)))(params, meta_batch(tasks))
   looped = [learner.loss(params, t) for t in tasks]
   chex.assert_trees_all_close(batched, meta_batch(looped), rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(jax.jit(learner.loss)(params, tasks[0]), looped[0], rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(quick_jit(learner.loss)(params, tasks[0]), looped[0], rtol=1e-5, atol=1e-6)
   assert set(looped[0][1]) >= {'loss', 'accuracy'}
 
 
@@ -314,14 +326,16 @@ def test_gradients_finite_and_match_finite_differences(name):
   task = random_task(4)
   task = task._replace(support=task.support._replace(y=jnp.array([0, 0, 1, 1, 0, 1])))
   with jax.enable_x64(True):
-    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-    task = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if a.dtype == jnp.float32 else a, task)
-    loss = jax.jit(lambda p: learner.loss(p, task)[0])
-    grads = jax.grad(loss)(params)
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    task = jax.tree.map(lambda a: np.asarray(a, np.float64) if a.dtype == np.float32 else np.asarray(a), task)
+    loss = lambda p: learner.loss(p, task)[0]
+    grads = quick_jit(jax.grad(loss))(params)
     chex.assert_trees_all_equal_structs(grads, params)
     chex.assert_tree_all_finite(grads)
-    assert float(jnp.abs(grads['embed']['w']).sum()) > 0
-    check_grads(loss, (params,), order=1, modes=['rev'], eps=1e-5)
+    assert float(np.abs(grads['embed']['w']).sum()) > 0
+    # On the flat vector of the parameters: check_grads's eager arithmetic then compiles for one shape, not each leaf's.
+    flat, unravel = ravel_pytree(params)
+    check_grads(jax.jit(lambda f: loss(unravel(f))), (flat,), order=1, modes=['rev'], eps=1e-5)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -330,10 +344,10 @@ def test_non_transductive_queries_do_not_depend_on_each_other(name):
   rest = random_task(7).query.x
   for transductive in (True, False):
     learner, params = get(name, centred, transductive)
-    predict = jax.jit(learner.predict)
-    state = learner.adapt(params, task.support)
-    together = predict(state, task.query.x)
-    mixed = predict(state, jnp.concatenate([task.query.x[:1], rest[1:]]))
+    predict = quick_jit(learner.predict)
+    state = quick_jit(learner.adapt)(params, task.support)
+    together = np.asarray(predict(state, task.query.x))
+    mixed = np.asarray(predict(state, np.concatenate([task.query.x[:1], rest[1:]])))
     assert together.shape == (4, 3)
     if transductive:
       assert not np.allclose(together[0], mixed[0], atol=1e-4)
@@ -360,7 +374,7 @@ def test_mismatches_raise(name):
       learner.loss(params, t)
     if what != 'labels out of range for ways':
       with pytest.raises(ValueError):
-        jax.jit(learner.loss)(params, t)
+        quick_jit(learner.loss)(params, t)
 
 
 def test_embedding_shape_mismatches_raise():
@@ -388,19 +402,19 @@ def test_embedding_shape_mismatches_raise():
 # With the conv4 encoders.
 
 def test_with_conv4_encoders():
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(12, 28, 28, 1)), jnp.float32)
-  y = jnp.array([0, 1, 2, 0, 1, 2])
+  x = np.random.default_rng(0).normal(size=(12, 28, 28, 1)).astype(np.float32)
+  y = np.array([0, 1, 2, 0, 1, 2], np.int32)
   task = Task(Split(x[:6], y), Split(x[6:], y[::-1]))
   enc = conv4.functional(conv4.conv4_protonet(filters=4, blocks=2))
   learner = protonet(enc.apply, 3, transductive=False)
-  loss, metrics = jax.jit(learner.loss)(learner.init(KEY, jax.jit(enc.init)(KEY, x)), task)
+  loss, metrics = quick_jit(learner.loss)(quick_jit(lambda k: learner.init(k, enc.init(k, x)))(KEY), task)
   chex.assert_tree_all_finite((loss, metrics))
   rel = conv4.functional(conv4.conv4_relation(filters=4, blocks=2))
   learner = relation_net(rel.apply, 3, (5, 5, 4), relation_module=RelationModule(filters=4, hidden=3))
-  params = learner.init(KEY, jax.jit(rel.init)(KEY, x))
+  params = quick_jit(lambda k: learner.init(k, rel.init(k, x)))(KEY)
   assert jax.tree.map(jnp.shape, params['relation'])['fc1']['kernel'] == (4, 3)
-  scores = jax.jit(lambda p, t: learner.predict(learner.adapt(p, t.support), t.query.x))(params, task)
-  assert scores.shape == (6, 3) and bool(jnp.all((scores > 0) & (scores < 1)))
+  scores = quick_jit(lambda p, t: learner.predict(learner.adapt(p, t.support), t.query.x))(params, task)
+  assert scores.shape == (6, 3) and bool(np.all((np.asarray(scores) > 0) & (np.asarray(scores) < 1)))
 
 
 def test_default_relation_module_shapes():
@@ -424,21 +438,21 @@ def test_protonet_learns_separable_tasks():
     sy, qy = np.arange(ways), np.tile(np.arange(ways), queries)
     sx = centres + scale * rng.normal(size=(tasks, ways, dim))
     qx = centres[:, qy] + scale * rng.normal(size=(tasks, ways * queries, dim))
-    return Task(Split(jnp.asarray(sx, jnp.float32), jnp.asarray(np.broadcast_to(sy, (tasks, ways)))),
-                Split(jnp.asarray(qx, jnp.float32), jnp.asarray(np.broadcast_to(qy, (tasks, ways * queries)))))
+    return Task(Split(sx.astype(np.float32), np.broadcast_to(sy, (tasks, ways)).astype(np.int32)),
+                Split(qx.astype(np.float32), np.broadcast_to(qy, (tasks, ways * queries)).astype(np.int32)))
 
   steps, tasks_per_step = 300, 16
   train_tasks = jax.tree.map(lambda a: a.reshape((steps, tasks_per_step) + a.shape[1:]), sample(steps * tasks_per_step))
   test_tasks = sample(200)
   learner = protonet(linear, ways)
-  params = learner.init(KEY, {'w': jnp.asarray(np.eye(dim, 8) + 0.1 * rng.normal(size=(dim, 8)), jnp.float32)})
+  params = quick_jit(learner.init)(KEY, {'w': (np.eye(dim, 8) + 0.1 * rng.normal(size=(dim, 8))).astype(np.float32)})
   opt = optax.adam(1e-2)
 
-  @jax.jit
+  @quick_jit
   def accuracy(params):
     return jnp.mean(jax.vmap(learner.loss, in_axes=(None, 0))(params, test_tasks)[1]['accuracy'])
 
-  @jax.jit
+  @quick_jit
   def train(params):
     def step(carry, tasks):
       params, state = carry
