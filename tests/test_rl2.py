@@ -1,6 +1,7 @@
 """RL^2 (jmeta.algorithms.rl2): GAE and the clipped surrogate against NumPy, the loss's gradient against a
 teacher-forced Python loop, trials under vmap against a loop, a small bandit it learns, and the command line."""
 
+import functools
 import json
 import sys
 
@@ -15,6 +16,8 @@ from jmeta.algorithms.rl2 import GRUPolicy, clipped_surrogate, gae, init_params,
 from jmeta.tasks import Task
 
 rl2_module = sys.modules['jmeta.algorithms.rl2']
+quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+"""`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 
 def _numpy_gae(rewards, values, discount, lam):
@@ -30,11 +33,12 @@ def test_gae_matches_a_numpy_loop():
   rng = np.random.default_rng(0)
   rewards, values = rng.random(9), rng.normal(size=9)
   with jax.enable_x64(True):
+    jitted = quick_jit(gae)  # one program for every discount and lam
     for discount, lam in ((0.99, 0.3), (0.9, 0.0), (1.0, 1.0), (0.5, 0.95)):
-      got = np.asarray(gae(jnp.asarray(rewards), jnp.asarray(values), discount, lam))
+      got = np.asarray(jitted(rewards, values, discount, lam))
       np.testing.assert_allclose(got, _numpy_gae(rewards, values, discount, lam), rtol=1e-12)
     # lam = 1 and no discount: the return to the end minus the value.
-    got = np.asarray(gae(jnp.asarray(rewards), jnp.asarray(values), 1.0, 1.0))
+    got = np.asarray(jitted(rewards, values, 1.0, 1.0))
     np.testing.assert_allclose(got, np.cumsum(rewards[::-1])[::-1] - values, rtol=1e-12)
 
 
@@ -48,10 +52,11 @@ def test_clipped_surrogate_by_hand():
 def test_trial_split_keeps_keys_and_parameters():
   keys = jnp.array([[0xFFFFFFFF, 0], [0x80000001, 0x12345678], [7, 0xDEADBEEF]], jnp.uint32)
   probs = jnp.array([0.25, 0.5, 0.75])
-  split = trial_split(keys, envs.BanditParams(probs))
+  split = jax.tree.map(np.asarray, quick_jit(trial_split)(keys, envs.BanditParams(probs)))
   assert split.x.shape == (3, 4 + 3) and split.y.shape == (3, 3)
+  from_halves = quick_jit(rl2_module._from_halves)
   for row, key in zip(split.x, keys):
-    np.testing.assert_array_equal(rl2_module._from_halves(row[:4]), key)
+    np.testing.assert_array_equal(from_halves(row[:4]), key)
   np.testing.assert_array_equal(split.x[:, 4:], np.broadcast_to(probs, (3, 3)))
 
 
@@ -71,9 +76,9 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
   env, module, params, learner = small
   task, key = env.sample_params(jax.random.PRNGKey(1)), jax.random.PRNGKey(2)
   split = trial_split(key[None], task)
-  loss, metrics = jax.jit(learner.loss)(params, Task(split, split))
-  grads, _ = jax.jit(learner.meta_grad)(params, Task(split, split))
-  trajectory = jax.jit(lambda p: rollout(env, recurrent_policy(module), p, task, key, STEPS,
+  loss, metrics = quick_jit(learner.loss)(params, Task(split, split))
+  grads, _ = quick_jit(learner.meta_grad)(params, Task(split, split))
+  trajectory = quick_jit(lambda p: rollout(env, recurrent_policy(module), p, task, key, STEPS,
                                          carry=module.initial_carry()))(params)
   actions, rewards = np.asarray(trajectory.action), np.asarray(trajectory.reward)
   values = np.asarray(trajectory.aux[1], np.float64)
@@ -91,7 +96,7 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
     return -surrogate + 0.7 * value_loss, value_loss
 
   # The surrogate's value at ratio 1 is the mean advantage; its gradient is that of mean(A log pi).
-  want_grads, value_loss = jax.jit(jax.grad(reference, has_aux=True))(params)
+  want_grads, value_loss = quick_jit(jax.grad(reference, has_aux=True))(params)
   np.testing.assert_allclose(loss, -advantages.mean() + 0.7 * value_loss, rtol=1e-5)
   np.testing.assert_allclose(metrics['value_loss'], value_loss, rtol=1e-5)
   assert metrics['reward'] == rewards.sum()
@@ -102,17 +107,21 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
 def test_trials_under_vmap_equal_a_loop_over_tasks(small):
   env, module, params, learner = small
   sample = rl2_module.trial_tasks(env, support_trials=1, query_trials=2)
-  tasks = jax.vmap(sample)(jax.random.split(jax.random.PRNGKey(3), 4))
-  batched = jax.jit(jax.vmap(learner.predict, in_axes=(None, 0)))(params, tasks.query.x)
+  tasks = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(jax.random.split(jax.random.PRNGKey(3), 4)))
+  batched = np.asarray(quick_jit(jax.vmap(learner.predict, in_axes=(None, 0)))(params, tasks.query.x))
   assert batched.shape == (4, 2, STEPS)
-  predict = jax.jit(learner.predict)
+  predict = quick_jit(learner.predict)
+
+  @quick_jit
+  def alone(halves, probs):
+    """A plain rollout of the task with the trial's key."""
+    return rollout(env, recurrent_policy(module), params, envs.BanditParams(probs), rl2_module._from_halves(halves),
+                   STEPS, carry=module.initial_carry()).reward
+
   for i in range(4):
     np.testing.assert_array_equal(batched[i], predict(params, tasks.query.x[i]))
     # Each trial is a plain rollout of the task with its own key.
-    key = rl2_module._from_halves(tasks.query.x[i, 1, :4])
-    probs = envs.BanditParams(tasks.query.y[i, 1])
-    alone = rollout(env, recurrent_policy(module), params, probs, key, STEPS, carry=module.initial_carry())
-    np.testing.assert_array_equal(batched[i, 1], alone.reward)
+    np.testing.assert_array_equal(batched[i, 1], alone(tasks.query.x[i, 1, :4], tasks.query.y[i, 1]))
 
 
 def test_bad_input_is_refused(small):
@@ -136,7 +145,8 @@ def test_learns_a_two_armed_bandit():
   module = GRUPolicy(2, hidden=32)
   learner = rl2(module, env, 6, discount=1.0, gae_lambda=0.5)
   outer = optax.adam(3e-3)
-  state = init_state(learner, outer, jax.random.PRNGKey(0), init_params(module, jax.random.PRNGKey(1), env))
+  state = jax.jit(lambda k, p: init_state(learner, outer, k, p))(jax.random.PRNGKey(0),
+                                                                 init_params(module, jax.random.PRNGKey(1), env))
   sample = rl2_module.trial_tasks(env)
   score = jax.jit(lambda p, k: jax.vmap(learner.predict, in_axes=(None, 0))(p, jax.vmap(sample)(
       jax.random.split(k, 2000)).query.x).sum(-1).mean())
