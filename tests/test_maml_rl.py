@@ -1,6 +1,7 @@
 """MAML-RL: the DiCE surrogate against REINFORCE by hand and finite differences of exact expected returns, the
 baseline and returns against NumPy, episodes against NumPy dynamics and under vmap."""
 
+import functools
 import importlib
 import itertools
 
@@ -14,6 +15,8 @@ from jmeta.algorithms.rl2 import trial_split
 from jmeta.tasks import Task
 
 mrl = importlib.import_module('jmeta.algorithms.maml_rl')  # the module (jmeta.algorithms.maml_rl is the function)
+quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+"""`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 # A tabular MDP small enough to enumerate: 2 states, 2 actions, horizon 3, stochastic transitions.
 P = np.array([[[0.8, 0.2], [0.3, 0.7]], [[0.5, 0.5], [0.1, 0.9]]])   # P[s, a, s']
@@ -191,7 +194,8 @@ def small():
   env = navigation_2d(horizon=6)
   apply_fn = lambda w, x: x @ w['w'] + w['b']
   learner = mrl.maml_rl(apply_fn, env, trajectories=3, horizon=6, inner_lr=0.5, init_std=0.5)
-  params = learner.init(jax.random.PRNGKey(0), {'w': 0.3 * jnp.ones((2, 2)), 'b': jnp.array([0.05, -0.02])})
+  params = quick_jit(learner.init)(jax.random.PRNGKey(0), {'w': 0.3 * np.ones((2, 2), np.float32),
+                                                          'b': np.array([0.05, -0.02], np.float32)})
   return env, apply_fn, learner, params
 
 
@@ -200,10 +204,12 @@ def test_episodes_under_vmap_equal_a_loop_and_numpy_dynamics(small):
   goals = jnp.array([[0.05, 0.05], [-0.3, 0.2], [0.4, -0.45]], jnp.float32)
   keys = jax.random.split(jax.random.PRNGKey(1), 3)
   sample = lambda g, k: mrl.sample_episodes(env, apply_fn, params, NavigationParams(g), k, 3, 6)
-  batched = jax.jit(jax.vmap(sample))(goals, keys)
-  single = jax.jit(sample)
+  batched = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(goals, keys))
+  single = quick_jit(sample)
+  log_prob = quick_jit(lambda obs, action: mrl.gaussian_log_prob(params, apply_fn, obs, action))
+  goals, keys = np.asarray(goals), np.asarray(keys)
   for i in range(3):
-    one = single(goals[i], keys[i])
+    one = jax.tree.map(np.asarray, single(goals[i], keys[i]))
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(batched)):
       np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
     position = np.cumsum(np.clip(np.asarray(one.action), -0.1, 0.1), axis=1)  # valid steps start at the origin
@@ -214,7 +220,7 @@ def test_episodes_under_vmap_equal_a_loop_and_numpy_dynamics(small):
     np.testing.assert_array_equal(one.valid, valid)
     np.testing.assert_allclose(one.reward, np.where(valid, -np.linalg.norm(offset, axis=-1), 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one.obs[:, 1:][valid[:, :-1]], position[:, :-1][valid[:, :-1]], atol=1e-6)
-    logp = mrl.gaussian_log_prob(params, apply_fn, one.obs, one.action)
+    logp = log_prob(one.obs, one.action)
     np.testing.assert_allclose(one.log_prob, logp, rtol=1e-5, atol=1e-5)
   assert batched.reward.shape == (3, 3, 6)
 
@@ -223,9 +229,9 @@ def test_learner_meta_gradient_adapt_predict_and_errors(small):
   env, apply_fn, learner, params = small
   goal = NavigationParams(jnp.array([0.3, -0.2], jnp.float32))
   keys = jax.random.split(jax.random.PRNGKey(2), 2)
-  task = Task(trial_split(keys[:1], goal), trial_split(keys[1:], goal))
+  task = quick_jit(lambda keys, goal: Task(trial_split(keys[:1], goal), trial_split(keys[1:], goal)))(keys, goal)
 
-  @jax.jit
+  @quick_jit
   def everything(params, task):
     adapted = learner.adapt(params, task.support, steps=2)
     return learner.meta_grad(params, task), learner.predict(adapted, task.query.x)
@@ -233,9 +239,9 @@ def test_learner_meta_gradient_adapt_predict_and_errors(small):
   (grads, metrics), predicted = everything(params, task)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads)) and metrics['pre_return'] < 0
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 0
-  same = learner.adapt(params, task.support, steps=0)
-  assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)))
-  assert predicted.shape == (1, 3) and bool(jnp.all(predicted < 0))
+  same = quick_jit(lambda p, s: learner.adapt(p, s, steps=0))(params, task.support)
+  assert all(bool(np.all(np.asarray(a) == b)) for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)))
+  assert predicted.shape == (1, 3) and bool(np.all(np.asarray(predicted) < 0))
   with pytest.raises(ValueError, match=r'task rows must be \[rows, 6\]'):
     learner.predict(params, task.query.x[:, :5])
   with pytest.raises(ValueError, match='float vector actions'):
