@@ -1,4 +1,5 @@
-"""Small models and tasks shared by the tests."""
+"""Small models and tasks shared by the tests, each drawn in one jitted program (eagerly every random draw and op of
+a new shape compiles a program of its own)."""
 
 import functools
 
@@ -8,21 +9,7 @@ import jax.numpy as jnp
 from jmeta.tasks import Split, Task
 
 
-def _quick_jit(**static):
-  """Jits a `f(key, ...)` at XLA's lowest optimisation level when called on a concrete key (eagerly each random draw
-  and op of a new shape compiles a program of its own, and optimising threefry takes a second); under a transformation
-  (a sampler in `jax.jit` or `vmap`) it is traced inline, since compiler options are refused on a nested jit."""
-  def wrap(f):
-    jitted = jax.jit(f, compiler_options={'xla_backend_optimization_level': 0}, **static)
-
-    @functools.wraps(f)
-    def call(key, *args, **kwargs):
-      return (f if isinstance(key, jax.core.Tracer) else jitted)(key, *args, **kwargs)
-    return call
-  return wrap
-
-
-@_quick_jit(static_argnames=('sizes', 'dtype'))
+@functools.partial(jax.jit, static_argnames=('sizes', 'dtype'))
 def mlp_params(key, sizes=(1, 8, 8, 1), dtype=jnp.float32):
   """A plain-dict MLP, so the algorithms are tested without Flax."""
   params = {}
@@ -42,7 +29,7 @@ def mlp_apply(params, x):
   return x @ params['head']['w'] + params['head']['b']
 
 
-@_quick_jit(static_argnames=('shots', 'queries', 'dtype'))
+@functools.partial(jax.jit, static_argnames=('shots', 'queries', 'dtype'))
 def regression_task(key, shots=5, queries=7, dtype=jnp.float32):
   """A random smooth regression task with `[n, 1]` inputs and targets."""
   ks = jax.random.split(key, 4)
@@ -52,7 +39,7 @@ def regression_task(key, shots=5, queries=7, dtype=jnp.float32):
   return Task(Split(xs, a * jnp.sin(xs - p)), Split(xq, a * jnp.sin(xq - p)))
 
 
-@_quick_jit(static_argnames=('tasks', 'shots', 'queries', 'dtype'))
+@functools.partial(jax.jit, static_argnames=('tasks', 'shots', 'queries', 'dtype'))
 def meta_batch(key, tasks=4, **kwargs):
   return jax.vmap(lambda k: regression_task(k, **kwargs))(jax.random.split(key, tasks))
 

@@ -1,6 +1,5 @@
 """External memory (jmeta.nn.memory) against NumPy loops written from the papers' equations."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,6 @@ from jmeta.nn import memory as mem
 
 GAMMA = 0.95
 
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 """`jax.jit` that compiles faster on CPU: each program here runs a few times on tiny arrays."""
 
 
@@ -55,7 +53,7 @@ def test_lrua_steps_equal_the_papers_equations_and_weights_sum_as_they_say(heads
   with jax.enable_x64():
     state = mem.initial_state(slots, width, heads, dtype=jnp.float64)
     M, w_r, w_u = np.asarray(state.memory), np.asarray(state.read_weights), np.asarray(state.usage)
-    lrua_step = quick_jit(lambda state, keys, gates, strengths: mem.lrua_step(state, keys, gates, GAMMA, strengths))
+    lrua_step = jax.jit(lambda state, keys, gates, strengths: mem.lrua_step(state, keys, gates, GAMMA, strengths))
     for t in range(steps):
       previous_usage = np.asarray(state.usage)
       state, reads = lrua_step(state, keys[t], gates[t], strengths[t])
@@ -81,7 +79,7 @@ def test_lrua_hand_computed_first_write():
   weights are the softmax of the cosine similarities to [k, fill, fill]."""
   with jax.enable_x64():
     state = mem.initial_state(3, 2, 1, dtype=jnp.float64)
-    state, reads = quick_jit(mem.lrua_step, static_argnums=3)(state, np.array([[3.0, 4.0]]), np.zeros(1), GAMMA)
+    state, reads = jax.jit(mem.lrua_step, static_argnums=3)(state, np.array([[3.0, 4.0]]), np.zeros(1), GAMMA)
   np.testing.assert_allclose(state.memory, [[3.0, 4.0], [1e-6, 1e-6], [1e-6, 1e-6]], rtol=1e-12)
   tiny = 7e-6 / (5 * np.sqrt(2 * 1e-12 + mem.EPS ** 2))  # k . (1e-6, 1e-6) / (|k| |M[i]|)
   cos = np.array([25 / (5 * np.sqrt(25 + mem.EPS ** 2)), tiny, tiny])
@@ -113,12 +111,12 @@ def test_ntm_addressing_and_write_equal_the_papers_equations():
                        gates=rng.uniform(0, 1, heads), shifts=rng.dirichlet(np.ones(3), size=heads),
                        sharpening=rng.uniform(1, 3, heads))
     head = mem.NTMHead(*map(jnp.asarray, head))
-    weights = np.asarray(quick_jit(mem.ntm_address)(head, previous, M))
+    weights = np.asarray(jax.jit(mem.ntm_address)(head, previous, M))
     for h in range(heads):
       want = np_ntm_address(previous[h], M, *(np.asarray(a[h]) for a in head))
       np.testing.assert_allclose(weights[h], want, rtol=1e-12)
     erase, add = rng.uniform(0, 1, (heads, width)), rng.normal(size=(heads, width))
-    new = np.asarray(quick_jit(mem.ntm_write)(M, weights, erase, add))
+    new = np.asarray(jax.jit(mem.ntm_write)(M, weights, erase, add))
   want = M.copy()
   for h in range(heads):  # erase with every head, then add with every head (eqs. 3-4)
     want = want * (1 - weights[h][:, None] * erase[h][None, :])
@@ -154,22 +152,22 @@ def test_scan_equals_a_python_loop_and_gradients_match_float64_finite_difference
     rng = np.random.default_rng(1)
     steps, features = 5, 3
     hidden = rng.normal(size=(steps, features))
-    params = quick_jit(module.init)(jax.random.PRNGKey(0), module.initial_state(jnp.float64), hidden[0])
+    params = jax.jit(module.init)(jax.random.PRNGKey(0), module.initial_state(jnp.float64), hidden[0])
     params = jax.tree.map(lambda p: np.asarray(p, np.float64), params)
     reads_width = module.width * (module.heads if isinstance(module, mem.LRUAMemory) else module.read_heads)
     targets = rng.normal(size=(steps, reads_width))
 
-    loss, reads = quick_jit(lambda p: _sequence_loss(module, p, hidden, targets))(params)
+    loss, reads = jax.jit(lambda p: _sequence_loss(module, p, hidden, targets))(params)
     state, loop_reads = module.initial_state(jnp.float64), []
-    step = quick_jit(module.apply)
+    step = jax.jit(module.apply)
     for t in range(steps):
       state, r = step(params, state, hidden[t])
       loop_reads.append(r)
     np.testing.assert_allclose(reads, np.stack(loop_reads), rtol=1e-12)
 
     loss_fn = lambda p: _sequence_loss(module, p, hidden, targets)[0]
-    f = quick_jit(loss_fn)
-    grads = quick_jit(jax.grad(loss_fn))(params)
+    f = jax.jit(loss_fn)
+    grads = jax.jit(jax.grad(loss_fn))(params)
     direction = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
     analytic = sum(np.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
     errors = []

@@ -21,7 +21,6 @@ from jmeta.models import conv4
 from jmeta.tasks import Split, Task
 
 KEY = jax.random.key(0, impl='rbg')  # compiles faster on CPU than the default threefry
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 """`jax.jit` that compiles faster on CPU, for programs run once: eagerly, each op of a new shape compiles its own."""
 IN, DIM = 4, 3
 
@@ -94,13 +93,13 @@ def make(name, embed=linear, transductive=True):
 
 @functools.lru_cache(maxsize=None)
 def initial_params(name):
-  return quick_jit(make(name).init)(jax.random.key(2, impl='rbg'), model_params())
+  return jax.jit(make(name).init)(jax.random.key(2, impl='rbg'), model_params())
 
 
 def by_hand(learner, params, task):
   """`adapt`'s state, `predict`'s scores of the queries and `loss`'s (value, metrics), in one program."""
 
-  @quick_jit
+  @jax.jit
   def run(params, task):
     state = learner.adapt(params, task.support)
     return state, learner.predict(state, task.query.x), learner.loss(params, task)
@@ -143,9 +142,9 @@ def test_matching_scale_by_hand():
   p0 = math.exp(3) / (math.exp(3) + 1)
   fixed = matching_net(identity, 2, scale=3.0)
   learned = matching_net(identity, 2, scale=3.0, learn_scale=True)
-  params = quick_jit(learned.init)(KEY, None)
+  params = jax.jit(learned.init)(KEY, None)
   np.testing.assert_allclose(params['log_scale'], math.log(3.0), rtol=1e-6)
-  fixed_loss, learned_loss, (grads, _) = quick_jit(lambda p, t: (fixed.loss({'embed': None}, t)[0],
+  fixed_loss, learned_loss, (grads, _) = jax.jit(lambda p, t: (fixed.loss({'embed': None}, t)[0],
                                                                  learned.loss(p, t)[0], learned.meta_grad(p, t)))(
                                                                      params, task)
   np.testing.assert_allclose(fixed_loss, -math.log(1 - p0), rtol=1e-6)
@@ -278,7 +277,7 @@ def np_siamese(params, task, balanced):
 @pytest.mark.parametrize('seed', [0, 1])
 def test_against_numpy(seed):
   task = random_task(seed, ways=3, shots=2)
-  loss = lambda name: quick_jit(get(name)[0].loss)(get(name)[1], task)[0]
+  loss = lambda name: jax.jit(get(name)[0].loss)(get(name)[1], task)[0]
   params = {name: get(name)[1] for name in NAMES}
   np.testing.assert_allclose(loss('protonet'), np_protonet(np.asarray(params['protonet']['embed']['w']), task, 3),
                              rtol=1e-4)
@@ -288,7 +287,7 @@ def test_against_numpy(seed):
   np.testing.assert_allclose(loss('matching_scaled'), np_matching(params['matching_scaled'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('relation'), np_relation(params['relation'], task, 3), rtol=1e-4)
   np.testing.assert_allclose(loss('siamese'), np_siamese(params['siamese'], task, balanced=True), rtol=1e-4)
-  unbalanced = quick_jit(siamese_net(linear, 3, DIM, balanced=False).loss)(params['siamese'], task)[0]
+  unbalanced = jax.jit(siamese_net(linear, 3, DIM, balanced=False).loss)(params['siamese'], task)[0]
   np.testing.assert_allclose(unbalanced, np_siamese(params['siamese'], task, balanced=False), rtol=1e-4)
 
 
@@ -296,10 +295,10 @@ def test_unequal_shots_and_unsorted_support():
   support_x = jnp.asarray(np.random.default_rng(3).normal(size=(5, IN)), jnp.float32)
   task = Task(Split(support_x, jnp.array([2, 0, 1, 0, 0])), random_task(3).query)
   learner, params = get('protonet')
-  np.testing.assert_allclose(quick_jit(learner.loss)(params, task)[0],
+  np.testing.assert_allclose(jax.jit(learner.loss)(params, task)[0],
                              np_protonet(np.asarray(params['embed']['w']), task, 3), rtol=1e-4)
   learner, params = get('matching_fce')
-  np.testing.assert_allclose(quick_jit(learner.loss)(params, task)[0], np_matching(params, task, 3, fce_steps=3),
+  np.testing.assert_allclose(jax.jit(learner.loss)(params, task)[0], np_matching(params, task, 3, fce_steps=3),
                              rtol=1e-4)
 
 
@@ -312,10 +311,10 @@ NAMES = ['protonet', 'matching', 'matching_fce', 'matching_scaled', 'siamese', '
 def test_vmap_matches_loop_and_jit_matches_eager(name):
   learner, params = get(name)
   tasks = [random_task(s) for s in range(2)]
-  batched = quick_jit(jax.vmap(learner.loss, in_axes=(None, 0)))(params, meta_batch(tasks))
+  batched = jax.jit(jax.vmap(learner.loss, in_axes=(None, 0)))(params, meta_batch(tasks))
   looped = [learner.loss(params, t) for t in tasks]
   chex.assert_trees_all_close(batched, meta_batch(looped), rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(quick_jit(learner.loss)(params, tasks[0]), looped[0], rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(jax.jit(learner.loss)(params, tasks[0]), looped[0], rtol=1e-5, atol=1e-6)
   assert set(looped[0][1]) >= {'loss', 'accuracy'}
 
 
@@ -329,7 +328,7 @@ def test_gradients_finite_and_match_finite_differences(name):
     params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     task = jax.tree.map(lambda a: np.asarray(a, np.float64) if a.dtype == np.float32 else np.asarray(a), task)
     loss = lambda p: learner.loss(p, task)[0]
-    grads = quick_jit(jax.grad(loss))(params)
+    grads = jax.jit(jax.grad(loss))(params)
     chex.assert_trees_all_equal_structs(grads, params)
     chex.assert_tree_all_finite(grads)
     assert float(np.abs(grads['embed']['w']).sum()) > 0
@@ -344,8 +343,8 @@ def test_non_transductive_queries_do_not_depend_on_each_other(name):
   rest = random_task(7).query.x
   for transductive in (True, False):
     learner, params = get(name, centred, transductive)
-    predict = quick_jit(learner.predict)
-    state = quick_jit(learner.adapt)(params, task.support)
+    predict = jax.jit(learner.predict)
+    state = jax.jit(learner.adapt)(params, task.support)
     together = np.asarray(predict(state, task.query.x))
     mixed = np.asarray(predict(state, np.concatenate([task.query.x[:1], rest[1:]])))
     assert together.shape == (4, 3)
@@ -374,7 +373,7 @@ def test_mismatches_raise(name):
       learner.loss(params, t)
     if what != 'labels out of range for ways':
       with pytest.raises(ValueError):
-        quick_jit(learner.loss)(params, t)
+        jax.jit(learner.loss)(params, t)
 
 
 def test_embedding_shape_mismatches_raise():
@@ -407,13 +406,13 @@ def test_with_conv4_encoders():
   task = Task(Split(x[:6], y), Split(x[6:], y[::-1]))
   enc = conv4.functional(conv4.conv4_protonet(filters=4, blocks=2))
   learner = protonet(enc.apply, 3, transductive=False)
-  loss, metrics = quick_jit(learner.loss)(quick_jit(lambda k: learner.init(k, enc.init(k, x)))(KEY), task)
+  loss, metrics = jax.jit(learner.loss)(jax.jit(lambda k: learner.init(k, enc.init(k, x)))(KEY), task)
   chex.assert_tree_all_finite((loss, metrics))
   rel = conv4.functional(conv4.conv4_relation(filters=4, blocks=2))
   learner = relation_net(rel.apply, 3, (5, 5, 4), relation_module=RelationModule(filters=4, hidden=3))
-  params = quick_jit(lambda k: learner.init(k, rel.init(k, x)))(KEY)
+  params = jax.jit(lambda k: learner.init(k, rel.init(k, x)))(KEY)
   assert jax.tree.map(jnp.shape, params['relation'])['fc1']['kernel'] == (4, 3)
-  scores = quick_jit(lambda p, t: learner.predict(learner.adapt(p, t.support), t.query.x))(params, task)
+  scores = jax.jit(lambda p, t: learner.predict(learner.adapt(p, t.support), t.query.x))(params, task)
   assert scores.shape == (6, 3) and bool(np.all((np.asarray(scores) > 0) & (np.asarray(scores) < 1)))
 
 
@@ -445,14 +444,14 @@ def test_protonet_learns_separable_tasks():
   train_tasks = jax.tree.map(lambda a: a.reshape((steps, tasks_per_step) + a.shape[1:]), sample(steps * tasks_per_step))
   test_tasks = sample(200)
   learner = protonet(linear, ways)
-  params = quick_jit(learner.init)(KEY, {'w': (np.eye(dim, 8) + 0.1 * rng.normal(size=(dim, 8))).astype(np.float32)})
+  params = jax.jit(learner.init)(KEY, {'w': (np.eye(dim, 8) + 0.1 * rng.normal(size=(dim, 8))).astype(np.float32)})
   opt = optax.adam(1e-2)
 
-  @quick_jit
+  @jax.jit
   def accuracy(params):
     return jnp.mean(jax.vmap(learner.loss, in_axes=(None, 0))(params, test_tasks)[1]['accuracy'])
 
-  @quick_jit
+  @jax.jit
   def train(params):
     def step(carry, tasks):
       params, state = carry

@@ -1,7 +1,6 @@
 """RL^2 (jmeta.algorithms.rl2): GAE and the clipped surrogate against NumPy, the loss's gradient against a
 teacher-forced Python loop, trials under vmap against a loop, a small bandit it learns, and the command line."""
 
-import functools
 import json
 import sys
 
@@ -16,7 +15,6 @@ from jmeta.algorithms.rl2 import GRUPolicy, clipped_surrogate, gae, init_params,
 from jmeta.tasks import Task
 
 rl2_module = sys.modules['jmeta.algorithms.rl2']
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 """`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 
@@ -33,7 +31,7 @@ def test_gae_matches_a_numpy_loop():
   rng = np.random.default_rng(0)
   rewards, values = rng.random(9), rng.normal(size=9)
   with jax.enable_x64(True):
-    jitted = quick_jit(gae)  # one program for every discount and lam
+    jitted = jax.jit(gae)  # one program for every discount and lam
     for discount, lam in ((0.99, 0.3), (0.9, 0.0), (1.0, 1.0), (0.5, 0.95)):
       got = np.asarray(jitted(rewards, values, discount, lam))
       np.testing.assert_allclose(got, _numpy_gae(rewards, values, discount, lam), rtol=1e-12)
@@ -52,9 +50,9 @@ def test_clipped_surrogate_by_hand():
 def test_trial_split_keeps_keys_and_parameters():
   keys = jnp.array([[0xFFFFFFFF, 0], [0x80000001, 0x12345678], [7, 0xDEADBEEF]], jnp.uint32)
   probs = jnp.array([0.25, 0.5, 0.75])
-  split = jax.tree.map(np.asarray, quick_jit(trial_split)(keys, envs.BanditParams(probs)))
+  split = jax.tree.map(np.asarray, jax.jit(trial_split)(keys, envs.BanditParams(probs)))
   assert split.x.shape == (3, 4 + 3) and split.y.shape == (3, 3)
-  from_halves = quick_jit(rl2_module._from_halves)
+  from_halves = jax.jit(rl2_module._from_halves)
   for row, key in zip(split.x, keys):
     np.testing.assert_array_equal(from_halves(row[:4]), key)
   np.testing.assert_array_equal(split.x[:, 4:], np.broadcast_to(probs, (3, 3)))
@@ -76,9 +74,9 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
   env, module, params, learner = small
   task, key = env.sample_params(jax.random.PRNGKey(1)), jax.random.PRNGKey(2)
   split = trial_split(key[None], task)
-  loss, metrics = quick_jit(learner.loss)(params, Task(split, split))
-  grads, _ = quick_jit(learner.meta_grad)(params, Task(split, split))
-  trajectory = quick_jit(lambda p: rollout(env, recurrent_policy(module), p, task, key, STEPS,
+  loss, metrics = jax.jit(learner.loss)(params, Task(split, split))
+  grads, _ = jax.jit(learner.meta_grad)(params, Task(split, split))
+  trajectory = jax.jit(lambda p: rollout(env, recurrent_policy(module), p, task, key, STEPS,
                                          carry=module.initial_carry()))(params)
   actions, rewards = np.asarray(trajectory.action), np.asarray(trajectory.reward)
   values = np.asarray(trajectory.aux[1], np.float64)
@@ -96,7 +94,7 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
     return -surrogate + 0.7 * value_loss, value_loss
 
   # The surrogate's value at ratio 1 is the mean advantage; its gradient is that of mean(A log pi).
-  want_grads, value_loss = quick_jit(jax.grad(reference, has_aux=True))(params)
+  want_grads, value_loss = jax.jit(jax.grad(reference, has_aux=True))(params)
   np.testing.assert_allclose(loss, -advantages.mean() + 0.7 * value_loss, rtol=1e-5)
   np.testing.assert_allclose(metrics['value_loss'], value_loss, rtol=1e-5)
   assert metrics['reward'] == rewards.sum()
@@ -107,12 +105,12 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
 def test_trials_under_vmap_equal_a_loop_over_tasks(small):
   env, module, params, learner = small
   sample = rl2_module.trial_tasks(env, support_trials=1, query_trials=2)
-  tasks = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(jax.random.split(jax.random.PRNGKey(3), 4)))
-  batched = np.asarray(quick_jit(jax.vmap(learner.predict, in_axes=(None, 0)))(params, tasks.query.x))
+  tasks = jax.tree.map(np.asarray, jax.jit(jax.vmap(sample))(jax.random.split(jax.random.PRNGKey(3), 4)))
+  batched = np.asarray(jax.jit(jax.vmap(learner.predict, in_axes=(None, 0)))(params, tasks.query.x))
   assert batched.shape == (4, 2, STEPS)
-  predict = quick_jit(learner.predict)
+  predict = jax.jit(learner.predict)
 
-  @quick_jit
+  @jax.jit
   def alone(halves, probs):
     """A plain rollout of the task with the trial's key."""
     return rollout(env, recurrent_policy(module), params, envs.BanditParams(probs), rl2_module._from_halves(halves),
