@@ -39,6 +39,7 @@ def test_each_class_appears_shots_times_with_a_bijective_labelling():
   batch = quick_jit(jax.vmap(sample))(jax.random.split(KEY, 50))
   assert batch.inputs.shape == (50, ways * shots, 2) and batch.labels.dtype == jnp.int32
   orders = set()
+  shifted = quick_jit(shifted_labels, static_argnums=1)
   for i in range(50):
     task = jax.tree.map(lambda a: np.asarray(a[i]), batch)
     assert check_sequence_task(SequenceTask(*task), ways) == ways * shots
@@ -49,7 +50,7 @@ def test_each_class_appears_shots_times_with_a_bijective_labelling():
     assert len({c.pop() for c in label_class.values()}) == ways, 'two labels, one class'
     pairs = set(map(tuple, task.inputs.astype(int).tolist()))
     assert len(pairs) == ways * shots, 'an example shown twice'
-    np.testing.assert_array_equal(task.previous, shifted_labels(task.labels, ways))
+    np.testing.assert_array_equal(task.previous, shifted(task.labels, ways))
     orders.add(tuple(task.labels.tolist()))
   assert len(orders) > 40, 'time order is not shuffled'
   # Across episodes each class gets each label: the labelling is random per episode.
@@ -96,15 +97,16 @@ def test_check_sequence_task_errors():
 
 
 def test_jitter_by_hand_quarter_turn_and_whole_pixel_shifts():
-  x = jax.random.uniform(KEY, (2, 5, 5, 3))
-  np.testing.assert_allclose(jitter(x, 90.0, jnp.zeros(2)), np.rot90(x, 1, axes=(1, 2)), atol=1e-5)
-  np.testing.assert_allclose(jitter(x, 0.0, jnp.zeros(2)), x, atol=1e-6)
-  down = np.asarray(jitter(x, 0.0, jnp.array([1.0, 0.0])))
+  x = np.asarray(quick_jit(lambda k: jax.random.uniform(k, (2, 5, 5, 3)))(KEY))
+  jitter_ = quick_jit(jitter)  # one program for every angle and shift
+  np.testing.assert_allclose(jitter_(x, 90.0, np.zeros(2)), np.rot90(x, 1, axes=(1, 2)), atol=1e-5)
+  np.testing.assert_allclose(jitter_(x, 0.0, np.zeros(2)), x, atol=1e-6)
+  down = np.asarray(jitter_(x, 0.0, np.array([1.0, 0.0])))
   np.testing.assert_allclose(down[:, 1:], x[:, :-1], atol=1e-6)
   np.testing.assert_array_equal(down[:, 0], 0.0)  # zero where the shift uncovers the image
-  left = np.asarray(jitter(x, 0.0, jnp.array([0.0, -2.0])))
+  left = np.asarray(jitter_(x, 0.0, np.array([0.0, -2.0])))
   np.testing.assert_allclose(left[:, :, :-2], x[:, :, 2:], atol=1e-6)
-  half = np.asarray(jitter(x, 0.0, jnp.array([0.5, 0.0])))  # bilinear: the mean of two rows
+  half = np.asarray(jitter_(x, 0.0, np.array([0.5, 0.0])))  # bilinear: the mean of two rows
   np.testing.assert_allclose(half[:, 1:], (x[:, 1:] + x[:, :-1]) / 2, atol=1e-6)
 
 
@@ -145,25 +147,29 @@ def test_string_labels_by_hand():
   """Santoro et al.'s five-character labels: one one-hot per character in `previous`, a step right only when every
   character is, the cross-entropy summed over the characters."""
   labels = jnp.array([[0, 1], [2, 2], [0, 1]])  # 2 characters of 3 letters
-  np.testing.assert_array_equal(jmeta.shifted_labels(labels, 6),
-                                [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1]])
-  np.testing.assert_array_equal(jmeta.sequences.instance_numbers(labels), [1, 1, 2])
   logits = jnp.array([[5., 0, 0, 0, 5, 0], [0, 0, 5, 5, 0, 0], [5, 0, 0, 0, 5, 0]])  # step 1: 2nd character wrong
-  np.testing.assert_array_equal(jmeta.sequences.sequence_hits(logits, labels), [True, False, True])
-  np.testing.assert_allclose(jmeta.sequences.accuracy_by_instance(logits, labels, (1, 2)), [0.5, 1.0])
+  seq = jmeta.sequences
+  previous, instances, hits, by_instance, cross_entropy = quick_jit(lambda logits, labels: (
+      seq.shifted_labels(labels, 6), seq.instance_numbers(labels), seq.sequence_hits(logits, labels),
+      seq.accuracy_by_instance(logits, labels, (1, 2)), seq.sequence_cross_entropy(logits, labels)))(logits, labels)
+  np.testing.assert_array_equal(previous, [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1]])
+  np.testing.assert_array_equal(instances, [1, 1, 2])
+  np.testing.assert_array_equal(hits, [True, False, True])
+  np.testing.assert_allclose(by_instance, [0.5, 1.0])
   log_softmax = np.log(np.exp(5) + 2) - np.array([5, 5]), np.log(np.exp(5) + 2) - np.array([5, 0])
   want = (2 * (log_softmax[0].sum()) + log_softmax[1].sum()) / 3
-  np.testing.assert_allclose(jmeta.sequences.sequence_cross_entropy(logits, labels), want, rtol=1e-6)
+  np.testing.assert_allclose(cross_entropy, want, rtol=1e-6)
 
 
 def test_string_label_sequences_give_each_class_one_distinct_string():
   sample = label_sequences(dataset(7, 6), 4, 3, labels='string')
   batch = quick_jit(jax.vmap(sample))(jax.random.split(KEY, 20))
   assert batch.labels.shape == (20, 12, 5) and batch.previous.shape == (20, 12, 25)
+  shifted = quick_jit(jmeta.shifted_labels, static_argnums=1)
   for inputs, labels, previous in zip(*map(np.asarray, batch)):
     strings = {int(c): {tuple(s) for s in labels[inputs[:, 0] == c]} for c in np.unique(inputs[:, 0])}
     assert all(len(s) == 1 for s in strings.values()) and len({s.pop() for s in strings.values()}) == 4
     assert labels.min() >= 0 and labels.max() < 5
-    np.testing.assert_array_equal(previous, jmeta.shifted_labels(jnp.asarray(labels), 25))
+    np.testing.assert_array_equal(previous, shifted(labels, 25))
   with pytest.raises(ValueError, match="labels must be 'one-hot' or 'string'; got 'binary'"):
     label_sequences(dataset(7, 6), 4, 3, labels='binary')
