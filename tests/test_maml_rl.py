@@ -1,7 +1,6 @@
 """MAML-RL: the DiCE surrogate against REINFORCE by hand and finite differences of exact expected returns, the
 baseline and returns against NumPy, episodes against NumPy dynamics and under vmap."""
 
-import functools
 import importlib
 import itertools
 
@@ -15,7 +14,6 @@ from jmeta.algorithms.rl2 import trial_split
 from jmeta.tasks import Task
 
 mrl = importlib.import_module('jmeta.algorithms.maml_rl')  # the module (jmeta.algorithms.maml_rl is the function)
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 """`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 # A tabular MDP small enough to enumerate: 2 states, 2 actions, horizon 3, stochastic transitions.
@@ -194,7 +192,7 @@ def small():
   env = navigation_2d(horizon=6)
   apply_fn = lambda w, x: x @ w['w'] + w['b']
   learner = mrl.maml_rl(apply_fn, env, trajectories=3, horizon=6, inner_lr=0.5, init_std=0.5)
-  params = quick_jit(learner.init)(jax.random.PRNGKey(0), {'w': 0.3 * np.ones((2, 2), np.float32),
+  params = jax.jit(learner.init)(jax.random.PRNGKey(0), {'w': 0.3 * np.ones((2, 2), np.float32),
                                                           'b': np.array([0.05, -0.02], np.float32)})
   return env, apply_fn, learner, params
 
@@ -204,9 +202,9 @@ def test_episodes_under_vmap_equal_a_loop_and_numpy_dynamics(small):
   goals = jnp.array([[0.05, 0.05], [-0.3, 0.2], [0.4, -0.45]], jnp.float32)
   keys = jax.random.split(jax.random.PRNGKey(1), 3)
   sample = lambda g, k: mrl.sample_episodes(env, apply_fn, params, NavigationParams(g), k, 3, 6)
-  batched = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(goals, keys))
-  single = quick_jit(sample)
-  log_prob = quick_jit(lambda obs, action: mrl.gaussian_log_prob(params, apply_fn, obs, action))
+  batched = jax.tree.map(np.asarray, jax.jit(jax.vmap(sample))(goals, keys))
+  single = jax.jit(sample)
+  log_prob = jax.jit(lambda obs, action: mrl.gaussian_log_prob(params, apply_fn, obs, action))
   goals, keys = np.asarray(goals), np.asarray(keys)
   for i in range(3):
     one = jax.tree.map(np.asarray, single(goals[i], keys[i]))
@@ -229,9 +227,9 @@ def test_learner_meta_gradient_adapt_predict_and_errors(small):
   env, apply_fn, learner, params = small
   goal = NavigationParams(jnp.array([0.3, -0.2], jnp.float32))
   keys = jax.random.split(jax.random.PRNGKey(2), 2)
-  task = quick_jit(lambda keys, goal: Task(trial_split(keys[:1], goal), trial_split(keys[1:], goal)))(keys, goal)
+  task = jax.jit(lambda keys, goal: Task(trial_split(keys[:1], goal), trial_split(keys[1:], goal)))(keys, goal)
 
-  @quick_jit
+  @jax.jit
   def everything(params, task):
     adapted = learner.adapt(params, task.support, steps=2)
     return learner.meta_grad(params, task), learner.predict(adapted, task.query.x)
@@ -239,7 +237,7 @@ def test_learner_meta_gradient_adapt_predict_and_errors(small):
   (grads, metrics), predicted = everything(params, task)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads)) and metrics['pre_return'] < 0
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 0
-  same = quick_jit(lambda p, s: learner.adapt(p, s, steps=0))(params, task.support)
+  same = jax.jit(lambda p, s: learner.adapt(p, s, steps=0))(params, task.support)
   assert all(bool(np.all(np.asarray(a) == b)) for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)))
   assert predicted.shape == (1, 3) and bool(np.all(np.asarray(predicted) < 0))
   with pytest.raises(ValueError, match=r'task rows must be \[rows, 6\]'):
