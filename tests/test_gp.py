@@ -41,7 +41,7 @@ def test_masks_count_the_drawn_points_and_targets_contain_the_context():
   sample = gp_functions()  # context 3..9, extra 2..9
   keys = jax.random.split(jax.random.PRNGKey(1), 2000)
   tasks = quick_jit(jax.vmap(sample))(keys)
-  jmeta.check_meta_batch(tasks, jmeta.task_spec(sample(keys[0])))
+  jmeta.check_meta_batch(tasks, jmeta.task_spec(jax.eval_shape(sample, keys[0])))
   assert tasks.support.x.shape == (2000, 9, 1) and tasks.query.x.shape == (2000, 18, 1)
   n_context = np.asarray(tasks.support.mask).sum(1)
   n_extra = np.asarray(tasks.query.mask)[:, 9:].sum(1)
@@ -54,19 +54,20 @@ def test_masks_count_the_drawn_points_and_targets_contain_the_context():
   x = np.asarray(tasks.query.x)
   assert -2 <= x.min() and x.max() <= 2 and np.isfinite(np.asarray(tasks.query.y)).all()
   # y is the documented gp_sample of the task's x.
+  documented = quick_jit(lambda key, x: gp_sample(jax.random.split(key, 4)[1], x))
   for i in range(3):
-    y = gp_sample(jax.random.split(keys[i], 4)[1], tasks.query.x[i])
-    np.testing.assert_allclose(tasks.query.y[i], y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tasks.query.y[i], documented(keys[i], tasks.query.x[i]), rtol=1e-4, atol=1e-5)
 
 
 def test_fixed_counts_separate_targets_and_vmap_equals_loop():
   sample = gp_functions(4, 6, targets_include_context=False, x_range=(0.0, 1.0))
   keys = jax.random.split(jax.random.PRNGKey(2), 3)
-  batch = quick_jit(jax.vmap(sample))(keys)
+  batch = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(keys))
   assert batch.support.x.shape == (3, 4, 1) and batch.query.x.shape == (3, 6, 1)
   assert np.asarray(batch.support.mask).all() and np.asarray(batch.query.mask).all()
+  one = quick_jit(sample)  # the loop's body, compiled once
   for i, key in enumerate(keys):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), batch, sample(key))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), batch, one(key))
 
 
 def test_a_dense_grid_of_400_points_factorises_in_float32():
@@ -145,8 +146,10 @@ def test_random_kernels_and_a_bound_on_the_points():
   total = np.asarray(tasks.query.mask).sum(1)
   assert total.max() == 49 and np.asarray(tasks.support.mask).sum(1).min() == 3
   # Each task's y is the documented draw with its own kernel: its spread follows its scale.
+  documented = quick_jit(lambda key, x, lengthscale, scale: gp_sample(jax.random.split(key, 4)[1], x,
+                                                                      lengthscale=lengthscale, scale=scale))
   for i in range(2):
-    y = gp_sample(jax.random.split(keys[i], 4)[1], tasks.query.x[i], lengthscale=lengthscale[i], scale=scale[i])
+    y = documented(keys[i], tasks.query.x[i], lengthscale[i], scale[i])
     np.testing.assert_allclose(tasks.query.y[i], y, rtol=1e-4, atol=1e-5)
   rms = np.sqrt(np.mean(np.asarray(tasks.query.y) ** 2, axis=(1, 2)))
   assert np.corrcoef(rms, scale)[0, 1] > 0.8
