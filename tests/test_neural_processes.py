@@ -61,15 +61,15 @@ def test_context_encoding_is_permutation_invariant_and_padding_changes_nothing(n
     state = learner.adapt(params, s)
     return state, learner.predict(state, x)
 
-  run = quick_jit(jax.vmap(outputs))
+  run = lambda batch: jax.tree.map(np.asarray, quick_jit(jax.vmap(outputs))(batch))  # indexed in NumPy
   perm = np.array([3, 0, 4, 1, 2])
-  moved = support._replace(y=support.y.at[2].add(1.0))
+  support = jax.tree.map(np.asarray, support)
+  moved = support._replace(y=support.y + (np.arange(5) == 2)[:, None])
   # The unpadded context (no mask), permuted, and with a real point moved, in one batch; then padded.
-  (state, base), (perm_state, permuted), (_, moved) = [
-      jax.tree.map(lambda a: a[i], out) for out in [run(jax.tree.map(lambda *a: jnp.stack(a), support,
-                                                                      jax.tree.map(lambda a: a[perm], support), moved))]
-      for i in range(3)]
-  padded = jax.tree.map(lambda a: a[0], run(jax.tree.map(lambda a: a[None], _padded(support, (0, 3, 6), 8, 3))))
+  out = run(jax.tree.map(lambda *a: np.stack(a), support, jax.tree.map(lambda a: a[perm], support), moved))
+  (state, base), (perm_state, permuted), (_, moved) = [jax.tree.map(lambda a: a[i], out) for i in range(3)]
+  padded = jax.tree.map(lambda a: a[0], run(jax.tree.map(lambda a: np.asarray(a)[None],
+                                                         _padded(support, (0, 3, 6), 8, 3))))
   assert base.shape == ((6, 2) if name == 'cnp' else (6, 3, 2))
   for other in ((perm_state, permuted), padded):
     np.testing.assert_allclose(other[1], base, rtol=1e-5, atol=1e-6)
