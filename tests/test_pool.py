@@ -1,5 +1,7 @@
 """`jmeta.nn.max_pool` against `flax.linen.max_pool`: values, gradients, odd sizes, batch dimensions, errors."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,11 +10,20 @@ import pytest
 
 from jmeta.nn import max_pool
 
+quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+"""`jax.jit` that compiles faster on CPU: eagerly, each op of each pooling compiled a program of its own."""
+
+
+def values_and_grads(f, x, weights=None):
+  """`f(x)` and the gradient of `sum(f(x) * weights)` (of `sum(f(x))` without weights), in one program."""
+  total = lambda x: jnp.sum(f(x) * weights) if weights is not None else jnp.sum(f(x))
+  return quick_jit(lambda x: (f(x), jax.grad(total)(x)))(x)
+
 
 def distinct(shape, seed=0):
   """Values with no ties in any window, where both poolings have the same gradient."""
   rng = np.random.default_rng(seed)
-  return jnp.asarray(rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0, jnp.float64)
+  return rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0
 
 
 @pytest.mark.parametrize('shape, window', [
@@ -24,20 +35,21 @@ def test_equals_flax_max_pool(shape, window):
     w = (window, window) if isinstance(window, int) else window
     flat = x.reshape((-1,) + x.shape[x.ndim - len(w) - 1:])
     ref = lambda x: nn.max_pool(x.reshape(flat.shape), w, strides=w, padding='VALID')
-    ours = lambda x: max_pool(x, window).reshape(ref(x).shape)
-    np.testing.assert_array_equal(ours(x), ref(x))
-    weights = distinct(ref(x).shape, seed=1)
-    g = lambda f: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)
-    np.testing.assert_array_equal(g(ours), g(ref))
+    shape = jax.eval_shape(ref, x).shape
+    ours = lambda x: max_pool(x, window).reshape(shape)
+    weights = distinct(shape, seed=1)
+    (ours_value, ours_grad), (ref_value, ref_grad) = (values_and_grads(f, x, weights) for f in (ours, ref))
+    np.testing.assert_array_equal(ours_value, ref_value)
+    np.testing.assert_array_equal(ours_grad, ref_grad)
 
 
 def test_ties_go_to_the_first_element_as_in_flax():
-  x = jnp.asarray([[[[1.0], [3.0], [2.0]], [[3.0], [3.0], [0.0]]]])  # [1, 2, 3, 1]: a tie at 3 in the first window
+  x = np.asarray([[[[1.0], [3.0], [2.0]], [[3.0], [3.0], [0.0]]]], np.float32)  # [1, 2, 3, 1]: a tie at 3 in window 1
   ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
-  np.testing.assert_array_equal(max_pool(x, 2), ref(x))
-  g = lambda f: jax.grad(lambda x: f(x).sum())(x)
-  np.testing.assert_array_equal(g(lambda x: max_pool(x, 2)), g(ref))
-  np.testing.assert_array_equal(g(lambda x: max_pool(x, 2))[0, :, :2, 0], [[0.0, 1.0], [0.0, 0.0]])
+  (ours_value, ours_grad), (ref_value, ref_grad) = (values_and_grads(f, x) for f in (lambda x: max_pool(x, 2), ref))
+  np.testing.assert_array_equal(ours_value, ref_value)
+  np.testing.assert_array_equal(ours_grad, ref_grad)
+  np.testing.assert_array_equal(np.asarray(ours_grad)[0, :, :2, 0], [[0.0, 1.0], [0.0, 0.0]])
 
 
 def test_nan_propagates():
@@ -58,13 +70,15 @@ def test_maml_second_order_through_pooling_matches_finite_differences():
     labels = np.tile(np.arange(5), (2, 1))
     task = Task(Split(rng.normal(size=(2, 5, 4, 4, 3)), labels), Split(rng.normal(size=(2, 5, 4, 4, 3)), labels))
     model = conv4.functional(conv4.Classifier(conv4.conv4_protonet(4, blocks=1), 5))
-    params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(jax.random.PRNGKey(1), task.support.x[0]))
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.jit(model.init)(jax.random.PRNGKey(1),
+                                                                                     task.support.x[0]))
     learner = algorithms.maml(model.apply, 0.4, 1, loss_fn=losses.cross_entropy)
     loss = jax.jit(lambda p: jnp.mean(jax.vmap(lambda t: learner.loss(p, t)[0])(task)))
     flat, unravel = ravel_pytree(params)
     direction = jax.random.normal(jax.random.PRNGKey(3), flat.shape, jnp.float64)
     grad = ravel_pytree(jax.jit(jax.grad(loss))(params))[0] @ direction
-    fds = [(loss(unravel(flat + e * direction)) - loss(unravel(flat - e * direction))) / (2 * e) for e in (1e-5, 1e-6)]
+    loss_at = jax.jit(lambda f: loss(unravel(f)))  # unravel's slices in the program, not op by op
+    fds = [(loss_at(flat + e * direction) - loss_at(flat - e * direction)) / (2 * e) for e in (1e-5, 1e-6)]
     np.testing.assert_allclose(fds[0], fds[1], rtol=1e-6)  # the differences have converged
     np.testing.assert_allclose(grad, fds[1], rtol=1e-6)
 
