@@ -30,6 +30,10 @@ def padded(task, key, extra=(3, 4)):
   return Task(pad(task.support, extra[0], ks), pad(task.query, extra[1], kq))
 
 
+padded_now = quick_jit(padded, static_argnames='extra')
+"""`padded` as one program, for a task made outside `jit` (`padded` itself is also a sampler traced in one)."""
+
+
 def test_masked_mean_hand_case_trailing_axes_and_empty_mask():
   values = jnp.array([[1.0, 3.0], [2.0, 2.0], [6.0, 0.0], [100.0, 100.0]])
   mask = jnp.array([True, True, True, False])
@@ -44,25 +48,28 @@ def test_masked_mean_hand_case_trailing_axes_and_empty_mask():
 
 def test_masked_losses_equal_the_losses_of_the_real_examples():
   key = jax.random.PRNGKey(0)
-  logits, labels = jax.random.normal(key, (7, 5)), jax.random.randint(key, (7,), 0, 5)
+  logits, labels = jax.tree.map(np.asarray, quick_jit(lambda key: (jax.random.normal(key, (7, 5)),
+                                                                   jax.random.randint(key, (7,), 0, 5)))(key))
   mask = jnp.array([True, False, True, True, False, True, False])
   rows = np.flatnonzero(mask)
   fns = {'ce': jmeta.losses.cross_entropy, 'acc': jmeta.losses.accuracy,
          'mse': lambda p, t: jmeta.losses.mse(p, jax.nn.one_hot(t, 5))}
   both = jmeta.losses.masked(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
   got, unmasked = quick_jit(lambda *a: (both(*a), both(*a[:2])))(logits, labels, mask)
-  for name, fn in fns.items():
-    np.testing.assert_allclose(got[name], fn(logits[rows], labels[rows]), rtol=1e-6)
-    np.testing.assert_allclose(unmasked[name], fn(logits, labels), rtol=1e-6)
+  reference = quick_jit(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
+  real, every = reference(logits[rows], labels[rows]), reference(logits, labels)
+  for name in fns:
+    np.testing.assert_allclose(got[name], real[name], rtol=1e-6)
+    np.testing.assert_allclose(unmasked[name], every[name], rtol=1e-6)
 
 
 def test_check_task_reads_masks_and_meta_batch_structure():
-  task = padded(regression_task(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+  task = jax.tree.map(np.asarray, padded_now(regression_task(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)))
   jmeta.check_task(task)
   bad = task._replace(support=task.support._replace(mask=task.support.mask[:-1]))
   with pytest.raises(ValueError, match=r'task.support: mask must be bool \[examples\] = \[8\]; got bool \[7\]'):
     jmeta.check_task(bad)
-  bad = task._replace(query=task.query._replace(mask=task.query.mask.astype(jnp.float32)))
+  bad = task._replace(query=task.query._replace(mask=task.query.mask.astype(np.float32)))
   with pytest.raises(ValueError, match=r'task.query: mask must be bool .*got float32 \[11\]'):
     jmeta.check_task(bad)
   batch = jax.tree.map(lambda a: a[None], task)
@@ -85,9 +92,9 @@ def test_gradient_learners_on_padded_tasks_equal_the_unpadded_tasks(name):
   # Tasks of different sizes, padded to one shape and batched: vmap over masks equals a loop over the real tasks.
   sizes = [(2, 7), (5, 1)]
   tasks = [regression_task(jax.random.PRNGKey(10 + i), shots=s, queries=q) for i, (s, q) in enumerate(sizes)]
-  batch = jax.tree.map(lambda *a: jnp.stack(a), *[
-      padded(t, jax.random.PRNGKey(20 + i), (5 - s, 7 - q)) for i, (t, (s, q)) in enumerate(zip(tasks, sizes))])
-  got = quick_jit(jax.vmap(outputs))(batch)
+  batch = jax.tree.map(lambda *a: np.stack(a), *[
+      padded_now(t, jax.random.PRNGKey(20 + i), (5 - s, 7 - q)) for i, (t, (s, q)) in enumerate(zip(tasks, sizes))])
+  got = jax.tree.map(np.asarray, quick_jit(jax.vmap(outputs))(batch))
   for i, task in enumerate(tasks):
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], got), quick_jit(outputs)(task), rtol=1e-5, atol=1e-6)
 
