@@ -54,7 +54,7 @@ def test_masks_count_the_drawn_points_and_targets_contain_the_context():
   x = np.asarray(tasks.query.x)
   assert -2 <= x.min() and x.max() <= 2 and np.isfinite(np.asarray(tasks.query.y)).all()
   # y is the documented gp_sample of the task's x.
-  documented = quick_jit(lambda key, x: gp_sample(jax.random.split(key, 4)[1], x))
+  documented = jax.jit(lambda key, x: gp_sample(jax.random.split(key, 4)[1], x))
   for i in range(3):
     np.testing.assert_allclose(tasks.query.y[i], documented(keys[i], tasks.query.x[i]), rtol=1e-4, atol=1e-5)
 
@@ -65,7 +65,7 @@ def test_fixed_counts_separate_targets_and_vmap_equals_loop():
   batch = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(keys))
   assert batch.support.x.shape == (3, 4, 1) and batch.query.x.shape == (3, 6, 1)
   assert np.asarray(batch.support.mask).all() and np.asarray(batch.query.mask).all()
-  one = quick_jit(sample)  # the loop's body, compiled once
+  one = jax.jit(sample)  # the loop's body, compiled once
   for i, key in enumerate(keys):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), batch, one(key))
 
@@ -146,8 +146,8 @@ def test_random_kernels_and_a_bound_on_the_points():
   total = np.asarray(tasks.query.mask).sum(1)
   assert total.max() == 49 and np.asarray(tasks.support.mask).sum(1).min() == 3
   # Each task's y is the documented draw with its own kernel: its spread follows its scale.
-  documented = quick_jit(lambda key, x, lengthscale, scale: gp_sample(jax.random.split(key, 4)[1], x,
-                                                                      lengthscale=lengthscale, scale=scale))
+  documented = jax.jit(lambda key, x, lengthscale, scale: gp_sample(jax.random.split(key, 4)[1], x,
+                                                                    lengthscale=lengthscale, scale=scale))
   for i in range(2):
     y = documented(keys[i], tasks.query.x[i], lengthscale[i], scale[i])
     np.testing.assert_allclose(tasks.query.y[i], y, rtol=1e-4, atol=1e-5)

@@ -30,7 +30,7 @@ def padded(task, key, extra=(3, 4)):
   return Task(pad(task.support, extra[0], ks), pad(task.query, extra[1], kq))
 
 
-padded_now = quick_jit(padded, static_argnames='extra')
+padded_now = jax.jit(padded, static_argnames='extra')
 """`padded` as one program, for a task made outside `jit` (`padded` itself is also a sampler traced in one)."""
 
 
@@ -48,15 +48,15 @@ def test_masked_mean_hand_case_trailing_axes_and_empty_mask():
 
 def test_masked_losses_equal_the_losses_of_the_real_examples():
   key = jax.random.PRNGKey(0)
-  logits, labels = jax.tree.map(np.asarray, quick_jit(lambda key: (jax.random.normal(key, (7, 5)),
-                                                                   jax.random.randint(key, (7,), 0, 5)))(key))
+  logits, labels = jax.tree.map(np.asarray, jax.jit(lambda key: (jax.random.normal(key, (7, 5)),
+                                                                 jax.random.randint(key, (7,), 0, 5)))(key))
   mask = jnp.array([True, False, True, True, False, True, False])
   rows = np.flatnonzero(mask)
   fns = {'ce': jmeta.losses.cross_entropy, 'acc': jmeta.losses.accuracy,
          'mse': lambda p, t: jmeta.losses.mse(p, jax.nn.one_hot(t, 5))}
   both = jmeta.losses.masked(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
   got, unmasked = quick_jit(lambda *a: (both(*a), both(*a[:2])))(logits, labels, mask)
-  reference = quick_jit(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
+  reference = jax.jit(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
   real, every = reference(logits[rows], labels[rows]), reference(logits, labels)
   for name in fns:
     np.testing.assert_allclose(got[name], real[name], rtol=1e-6)

@@ -1,7 +1,5 @@
 """`jmeta.nn.max_pool` against `flax.linen.max_pool`: values, gradients, odd sizes, batch dimensions, errors."""
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,14 +8,11 @@ import pytest
 
 from jmeta.nn import max_pool
 
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
-"""`jax.jit` that compiles faster on CPU: eagerly, each op of each pooling compiled a program of its own."""
-
-
 def values_and_grads(f, x, weights=None):
-  """`f(x)` and the gradient of `sum(f(x) * weights)` (of `sum(f(x))` without weights), in one program."""
+  """`f(x)` and the gradient of `sum(f(x) * weights)` (of `sum(f(x))` without weights), in one program (eagerly, each
+  op compiled a program of its own); XLA's default optimisation, under which a max-pool gradient bug once showed."""
   total = lambda x: jnp.sum(f(x) * weights) if weights is not None else jnp.sum(f(x))
-  return quick_jit(lambda x: (f(x), jax.grad(total)(x)))(x)
+  return jax.jit(lambda x: (f(x), jax.grad(total)(x)))(x)
 
 
 def distinct(shape, seed=0):

@@ -39,7 +39,7 @@ def test_each_class_appears_shots_times_with_a_bijective_labelling():
   batch = quick_jit(jax.vmap(sample))(jax.random.split(KEY, 50))
   assert batch.inputs.shape == (50, ways * shots, 2) and batch.labels.dtype == jnp.int32
   orders = set()
-  shifted = quick_jit(shifted_labels, static_argnums=1)
+  shifted = jax.jit(shifted_labels, static_argnums=1)
   for i in range(50):
     task = jax.tree.map(lambda a: np.asarray(a[i]), batch)
     assert check_sequence_task(SequenceTask(*task), ways) == ways * shots
@@ -97,8 +97,8 @@ def test_check_sequence_task_errors():
 
 
 def test_jitter_by_hand_quarter_turn_and_whole_pixel_shifts():
-  x = np.asarray(quick_jit(lambda k: jax.random.uniform(k, (2, 5, 5, 3)))(KEY))
-  jitter_ = quick_jit(jitter)  # one program for every angle and shift
+  x = np.asarray(jax.jit(lambda k: jax.random.uniform(k, (2, 5, 5, 3)))(KEY))
+  jitter_ = jax.jit(jitter)  # one program for every angle and shift
   np.testing.assert_allclose(jitter_(x, 90.0, np.zeros(2)), np.rot90(x, 1, axes=(1, 2)), atol=1e-5)
   np.testing.assert_allclose(jitter_(x, 0.0, np.zeros(2)), x, atol=1e-6)
   down = np.asarray(jitter_(x, 0.0, np.array([1.0, 0.0])))
@@ -149,7 +149,7 @@ def test_string_labels_by_hand():
   labels = jnp.array([[0, 1], [2, 2], [0, 1]])  # 2 characters of 3 letters
   logits = jnp.array([[5., 0, 0, 0, 5, 0], [0, 0, 5, 5, 0, 0], [5, 0, 0, 0, 5, 0]])  # step 1: 2nd character wrong
   seq = jmeta.sequences
-  previous, instances, hits, by_instance, cross_entropy = quick_jit(lambda logits, labels: (
+  previous, instances, hits, by_instance, cross_entropy = jax.jit(lambda logits, labels: (
       seq.shifted_labels(labels, 6), seq.instance_numbers(labels), seq.sequence_hits(logits, labels),
       seq.accuracy_by_instance(logits, labels, (1, 2)), seq.sequence_cross_entropy(logits, labels)))(logits, labels)
   np.testing.assert_array_equal(previous, [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1]])
@@ -165,7 +165,7 @@ def test_string_label_sequences_give_each_class_one_distinct_string():
   sample = label_sequences(dataset(7, 6), 4, 3, labels='string')
   batch = quick_jit(jax.vmap(sample))(jax.random.split(KEY, 20))
   assert batch.labels.shape == (20, 12, 5) and batch.previous.shape == (20, 12, 25)
-  shifted = quick_jit(jmeta.shifted_labels, static_argnums=1)
+  shifted = jax.jit(jmeta.shifted_labels, static_argnums=1)
   for inputs, labels, previous in zip(*map(np.asarray, batch)):
     strings = {int(c): {tuple(s) for s in labels[inputs[:, 0] == c]} for c in np.unique(inputs[:, 0])}
     assert all(len(s) == 1 for s in strings.values()) and len({s.pop() for s in strings.values()}) == 4
