@@ -15,7 +15,6 @@ from jmeta import cli
 from jmeta.training import read_metrics
 from helpers import meta_batch, mlp_apply, mlp_params, regression_task
 
-"""`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 
 def _flat(tree):

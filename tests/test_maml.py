@@ -11,7 +11,6 @@ import pytest
 import jmeta
 from helpers import meta_batch, mlp_apply, mlp_params, regression_task
 
-"""`jax.jit` that compiles faster on CPU: compiling, not running, is what these tests spend their time on."""
 
 
 def _flat(tree):

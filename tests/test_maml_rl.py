@@ -14,7 +14,6 @@ from jmeta.algorithms.rl2 import trial_split
 from jmeta.tasks import Task
 
 mrl = importlib.import_module('jmeta.algorithms.maml_rl')  # the module (jmeta.algorithms.maml_rl is the function)
-"""`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 # A tabular MDP small enough to enumerate: 2 states, 2 actions, horizon 3, stochastic transitions.
 P = np.array([[[0.8, 0.2], [0.3, 0.7]], [[0.5, 0.5], [0.1, 0.9]]])   # P[s, a, s']
@@ -193,7 +192,7 @@ def small():
   apply_fn = lambda w, x: x @ w['w'] + w['b']
   learner = mrl.maml_rl(apply_fn, env, trajectories=3, horizon=6, inner_lr=0.5, init_std=0.5)
   params = jax.jit(learner.init)(jax.random.PRNGKey(0), {'w': 0.3 * np.ones((2, 2), np.float32),
-                                                          'b': np.array([0.05, -0.02], np.float32)})
+                                                        'b': np.array([0.05, -0.02], np.float32)})
   return env, apply_fn, learner, params
 
 

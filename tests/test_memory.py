@@ -10,7 +10,6 @@ from jmeta.nn import memory as mem
 
 GAMMA = 0.95
 
-"""`jax.jit` that compiles faster on CPU: each program here runs a few times on tiny arrays."""
 
 
 def _norm(v):

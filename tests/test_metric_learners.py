@@ -21,7 +21,6 @@ from jmeta.models import conv4
 from jmeta.tasks import Split, Task
 
 KEY = jax.random.key(0, impl='rbg')  # compiles faster on CPU than the default threefry
-"""`jax.jit` that compiles faster on CPU, for programs run once: eagerly, each op of a new shape compiles its own."""
 IN, DIM = 4, 3
 
 
@@ -145,8 +144,8 @@ def test_matching_scale_by_hand():
   params = jax.jit(learned.init)(KEY, None)
   np.testing.assert_allclose(params['log_scale'], math.log(3.0), rtol=1e-6)
   fixed_loss, learned_loss, (grads, _) = jax.jit(lambda p, t: (fixed.loss({'embed': None}, t)[0],
-                                                                 learned.loss(p, t)[0], learned.meta_grad(p, t)))(
-                                                                     params, task)
+                                                               learned.loss(p, t)[0], learned.meta_grad(p, t)))(
+                                                                   params, task)
   np.testing.assert_allclose(fixed_loss, -math.log(1 - p0), rtol=1e-6)
   np.testing.assert_allclose(learned_loss, -math.log(1 - p0), rtol=1e-6)
   # loss = -log(1 - p0) with p0 = sigmoid(s), s = exp(log_scale): d/d log_scale = p0 * s.

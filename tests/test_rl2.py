@@ -15,7 +15,6 @@ from jmeta.algorithms.rl2 import GRUPolicy, clipped_surrogate, gae, init_params,
 from jmeta.tasks import Task
 
 rl2_module = sys.modules['jmeta.algorithms.rl2']
-"""`jax.jit` that compiles faster on CPU, for the programs these tests run once or a few times."""
 
 
 def _numpy_gae(rewards, values, discount, lam):
@@ -77,7 +76,7 @@ def test_loss_gradient_matches_a_teacher_forced_loop(small):
   loss, metrics = jax.jit(learner.loss)(params, Task(split, split))
   grads, _ = jax.jit(learner.meta_grad)(params, Task(split, split))
   trajectory = jax.jit(lambda p: rollout(env, recurrent_policy(module), p, task, key, STEPS,
-                                         carry=module.initial_carry()))(params)
+                                       carry=module.initial_carry()))(params)
   actions, rewards = np.asarray(trajectory.action), np.asarray(trajectory.reward)
   values = np.asarray(trajectory.aux[1], np.float64)
   advantages = _numpy_gae(rewards.astype(np.float64), values, 0.9, 0.5)
