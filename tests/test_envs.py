@@ -1,6 +1,5 @@
 """Environments and rollouts: hand-computed steps, and the scanned rollout against a Python loop of reset and step."""
 
-import functools
 
 import chex
 import jax
@@ -11,7 +10,6 @@ import pytest
 from jmeta.envs import (BanditParams, NavigationParams, NavigationState, Trajectory, bernoulli_bandit, navigation_2d,
                         rollout)
 
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 
 
 def bandit_policy(params, carry, obs, prev_action, prev_reward, done, key):
@@ -90,7 +88,7 @@ def test_navigation_rollout_equals_a_python_loop_with_resets_at_the_horizon_and_
   for gain, ends in ((1.0, [1, 3, 5, 7, 9, 11]), (0.1, [4, 9])):
     policy_params = {'gain': jnp.float32(gain), 'target': goal.goal}
     key = jax.random.PRNGKey(3)
-    got = quick_jit(lambda p, k: rollout(env, navigation_policy, p, goal, k, 12, jnp.int32(0)))(policy_params, key)
+    got = jax.jit(lambda p, k: rollout(env, navigation_policy, p, goal, k, 12, jnp.int32(0)))(policy_params, key)
     want = python_rollout(env, navigation_policy, policy_params, goal, key, 12, jnp.int32(0))
     chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-7)
     assert np.flatnonzero(got.done).tolist() == ends
@@ -108,7 +106,7 @@ def test_bandit_trial_vmapped_over_tasks_equals_a_loop_of_python_rollouts():
   keys = jax.random.split(jax.random.PRNGKey(4), 3)
   tasks = jax.vmap(env.sample_params)(keys)
   policy_params = jnp.array([0.0, 0.5, -0.5, 1.0])
-  trial = quick_jit(jax.vmap(lambda p, k: rollout(env, bandit_policy, policy_params, p, k, 10, jnp.zeros(4))))
+  trial = jax.jit(jax.vmap(lambda p, k: rollout(env, bandit_policy, policy_params, p, k, 10, jnp.zeros(4))))
   got = trial(tasks, keys)
   assert got.reward.shape == (3, 10) and got.action.dtype == jnp.int32 and bool(got.done.all())
   np.testing.assert_array_equal(got.aux[0][:, 0], -1)  # no previous action at a trial's first step

@@ -1,6 +1,5 @@
 """Gaussian-process regression tasks: the kernel by hand, the sample covariance, and the masks' counts and layout."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,6 @@ from jmeta.datasets import (gp_functions, gp_joint_log_likelihood, gp_log_likeli
                             rbf_kernel, task_kernel)
 from jmeta.tasks import Split
 
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 
 
 def test_rbf_kernel_by_hand():
@@ -27,7 +25,7 @@ def test_rbf_kernel_by_hand():
 def test_sample_covariance_matches_the_kernel():
   x = jnp.array([[-1.5], [-1.0], [-0.8], [0.0], [0.3], [1.9]])
   draws = 20_000
-  ys = quick_jit(jax.vmap(lambda k: gp_sample(k, x)[:, 0]))(jax.random.split(jax.random.PRNGKey(0), draws))
+  ys = jax.jit(jax.vmap(lambda k: gp_sample(k, x)[:, 0]))(jax.random.split(jax.random.PRNGKey(0), draws))
   ys = np.asarray(ys, np.float64)
   want = np.asarray(rbf_kernel(x, x), np.float64) + 2e-2 ** 2 * np.eye(6)
   got = ys.T @ ys / draws  # the mean is zero
@@ -40,7 +38,7 @@ def test_sample_covariance_matches_the_kernel():
 def test_masks_count_the_drawn_points_and_targets_contain_the_context():
   sample = gp_functions()  # context 3..9, extra 2..9
   keys = jax.random.split(jax.random.PRNGKey(1), 2000)
-  tasks = quick_jit(jax.vmap(sample))(keys)
+  tasks = jax.jit(jax.vmap(sample))(keys)
   jmeta.check_meta_batch(tasks, jmeta.task_spec(jax.eval_shape(sample, keys[0])))
   assert tasks.support.x.shape == (2000, 9, 1) and tasks.query.x.shape == (2000, 18, 1)
   n_context = np.asarray(tasks.support.mask).sum(1)
@@ -62,7 +60,7 @@ def test_masks_count_the_drawn_points_and_targets_contain_the_context():
 def test_fixed_counts_separate_targets_and_vmap_equals_loop():
   sample = gp_functions(4, 6, targets_include_context=False, x_range=(0.0, 1.0))
   keys = jax.random.split(jax.random.PRNGKey(2), 3)
-  batch = jax.tree.map(np.asarray, quick_jit(jax.vmap(sample))(keys))
+  batch = jax.tree.map(np.asarray, jax.jit(jax.vmap(sample))(keys))
   assert batch.support.x.shape == (3, 4, 1) and batch.query.x.shape == (3, 6, 1)
   assert np.asarray(batch.support.mask).all() and np.asarray(batch.query.mask).all()
   one = jax.jit(sample)  # the loop's body, compiled once
@@ -118,7 +116,7 @@ def test_exact_gp_predictive_against_numpy_and_scipy_with_padding():
   with jax.enable_x64(True):
     context, targets = jax.tree.map(jnp.asarray, (context, targets))
 
-    @quick_jit
+    @jax.jit
     def ours(context, targets):
       return (gp_predictive(context, targets.x, **kernel), gp_log_likelihood(context, targets, **kernel),
               gp_joint_log_likelihood(context, targets, **kernel), gp_joint_log_likelihood(
@@ -138,7 +136,7 @@ def test_exact_gp_predictive_against_numpy_and_scipy_with_padding():
 def test_random_kernels_and_a_bound_on_the_points():
   sample = gp_functions((3, 49), (0, 46), max_points=49, lengthscale=(0.1, 0.6), scale=(0.1, 1.0))
   keys = jax.random.split(jax.random.PRNGKey(3), 500)
-  tasks, kernels = quick_jit(jax.vmap(lambda k: (sample(k), task_kernel(k, lengthscale=(0.1, 0.6),
+  tasks, kernels = jax.jit(jax.vmap(lambda k: (sample(k), task_kernel(k, lengthscale=(0.1, 0.6),
                                                                       scale=(0.1, 1.0)))))(keys)
   lengthscale, scale = np.asarray(kernels.lengthscale), np.asarray(kernels.scale)
   assert 0.1 <= lengthscale.min() < 0.15 and 0.55 < lengthscale.max() <= 0.6

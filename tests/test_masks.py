@@ -1,6 +1,5 @@
 """Masked splits: padded tasks give the learners and the evaluator what the same tasks without the padding give."""
 
-import functools
 
 import chex
 import jax
@@ -13,8 +12,6 @@ from helpers import mlp_apply, mlp_params, regression_task
 from jmeta.algorithms.protonet import protonet
 from jmeta.tasks import Split, Task
 
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
-"""`jax.jit` that compiles faster on CPU: each test compiles a few small programs once."""
 
 
 def pad(split, extra, key):
@@ -55,7 +52,7 @@ def test_masked_losses_equal_the_losses_of_the_real_examples():
   fns = {'ce': jmeta.losses.cross_entropy, 'acc': jmeta.losses.accuracy,
          'mse': lambda p, t: jmeta.losses.mse(p, jax.nn.one_hot(t, 5))}
   both = jmeta.losses.masked(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
-  got, unmasked = quick_jit(lambda *a: (both(*a), both(*a[:2])))(logits, labels, mask)
+  got, unmasked = jax.jit(lambda *a: (both(*a), both(*a[:2])))(logits, labels, mask)
   reference = jax.jit(lambda p, t: {name: fn(p, t) for name, fn in fns.items()})
   real, every = reference(logits[rows], labels[rows]), reference(logits, labels)
   for name in fns:
@@ -94,9 +91,9 @@ def test_gradient_learners_on_padded_tasks_equal_the_unpadded_tasks(name):
   tasks = [regression_task(jax.random.PRNGKey(10 + i), shots=s, queries=q) for i, (s, q) in enumerate(sizes)]
   batch = jax.tree.map(lambda *a: np.stack(a), *[
       padded_now(t, jax.random.PRNGKey(20 + i), (5 - s, 7 - q)) for i, (t, (s, q)) in enumerate(zip(tasks, sizes))])
-  got = jax.tree.map(np.asarray, quick_jit(jax.vmap(outputs))(batch))
+  got = jax.tree.map(np.asarray, jax.jit(jax.vmap(outputs))(batch))
   for i, task in enumerate(tasks):
-    chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], got), quick_jit(outputs)(task), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], got), jax.jit(outputs)(task), rtol=1e-5, atol=1e-6)
 
 
 def test_evaluator_scores_padded_tasks_as_the_unpadded_ones():
@@ -106,7 +103,7 @@ def test_evaluator_scores_padded_tasks_as_the_unpadded_ones():
   key = jax.random.PRNGKey(3)
   got = jmeta.evaluator(learner, lambda k: padded(plain(k), jax.random.fold_in(k, 1)), jmeta.losses.mse,
                         batch_size=4)(params, key, 4)
-  score = quick_jit(lambda task: jmeta.losses.mse(learner.predict(learner.adapt(params, task.support), task.query.x),
+  score = jax.jit(lambda task: jmeta.losses.mse(learner.predict(learner.adapt(params, task.support), task.query.x),
                                                   task.query.y))
   np.testing.assert_allclose(got, [score(plain(jax.random.fold_in(key, i))) for i in range(4)], rtol=1e-5)
 

@@ -1,7 +1,6 @@
 """Neural processes against independent references: permutations and padding of the context, the ELBO's terms and
 the Gaussian formulas by hand (NumPy, SciPy), float64 finite differences, and a short run that learns."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +16,6 @@ from jmeta.datasets import gp_functions
 from jmeta.models import NeuralProcess
 from jmeta.tasks import Split, Task
 
-quick_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
-"""`jax.jit` that compiles faster on CPU: compilation, not running, is what these tests spend their time on."""
 
 TINY = dict(hidden=8, encoder_layers=2, decoder_layers=1)
 MODELS = {'cnp': TINY, 'np': dict(TINY, latent_dim=4),
@@ -61,7 +58,7 @@ def test_context_encoding_is_permutation_invariant_and_padding_changes_nothing(n
     state = learner.adapt(params, s)
     return state, learner.predict(state, x)
 
-  run = lambda batch: jax.tree.map(np.asarray, quick_jit(jax.vmap(outputs))(batch))  # indexed in NumPy
+  run = lambda batch: jax.tree.map(np.asarray, jax.jit(jax.vmap(outputs))(batch))  # indexed in NumPy
   perm = np.array([3, 0, 4, 1, 2])
   support = jax.tree.map(np.asarray, support)
   moved = support._replace(y=support.y + (np.arange(5) == 2)[:, None])
@@ -83,14 +80,14 @@ def test_context_encoding_is_permutation_invariant_and_padding_changes_nothing(n
 
 def test_data_key_is_a_function_of_the_real_points_as_a_set():
   split = _split(0, 4, [True, False, True, True])
-  keys = quick_jit(jax.vmap(data_key))(jax.tree.map(lambda *a: jnp.stack(a), split,
+  keys = jax.jit(jax.vmap(data_key))(jax.tree.map(lambda *a: jnp.stack(a), split,
                                                     jax.tree.map(lambda a: a[jnp.array([2, 0, 3, 1])], split),
                                                     split._replace(x=split.x.at[1].set(7.0)),  # padding
                                                     split._replace(x=split.x.at[0].add(1e-3))))
   np.testing.assert_array_equal(keys[1], keys[0])
   np.testing.assert_array_equal(keys[2], keys[0])
   assert not np.array_equal(keys[3], keys[0])
-  assert not np.array_equal(quick_jit(data_key)(split, split), keys[0])
+  assert not np.array_equal(jax.jit(data_key)(split, split), keys[0])
 
 
 def test_gaussian_kl_and_log_likelihood_against_hand_and_scipy():
@@ -98,7 +95,7 @@ def test_gaussian_kl_and_log_likelihood_against_hand_and_scipy():
   y, mean, std = rng.normal(size=(5, 1)), rng.normal(size=(5, 3, 1)), rng.uniform(0.2, 2, size=(5, 3, 1))
   one, mixture = np.concatenate([mean[:, 0], std[:, 0]], -1), np.concatenate([mean, std], -1)
 
-  @quick_jit
+  @jax.jit
   def ours(one, mixture, y):
     return (losses.normal_kl(1.0, 0.5, 0.0, 1.0), losses.normal_kl(-0.3, 0.7, 0.4, 1.3),
             losses.gaussian_log_likelihood(one, y), losses.gaussian_log_likelihood(mixture, y),
@@ -129,7 +126,7 @@ def test_elbo_terms_on_a_hand_computed_case(include):
   task, key = Task(support, query), jax.random.PRNGKey(7)
   targets = query if include else jmeta.tasks.all_examples(task)
 
-  @quick_jit
+  @jax.jit
   def network(params):
     """The loss, and the network's pieces the loss is assembled from."""
     prior = model.apply(params, support.x, support.y, support.mask, method='latent')
@@ -164,10 +161,10 @@ def test_cnp_loss_gradient_matches_float64_finite_differences():
     task = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, Task(support, query))
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     loss = lambda f: learner.loss(unravel(f), task)[0]
-    grad = np.asarray(quick_jit(jax.grad(loss))(flat))
+    grad = np.asarray(jax.jit(jax.grad(loss))(flat))
     directions = np.array(jax.random.normal(jax.random.PRNGKey(3), (6, flat.size), jnp.float64))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    fd = quick_jit(jax.vmap(lambda e, eps: (loss(flat + eps * e) - loss(flat - eps * e)) / (2 * eps),
+    fd = jax.jit(jax.vmap(lambda e, eps: (loss(flat + eps * e) - loss(flat - eps * e)) / (2 * eps),
                             in_axes=(0, None)))
     want = directions @ grad
     assert np.abs(want).max() > 1e-3
@@ -180,7 +177,7 @@ def test_a_cnp_learns_gp_functions():
   opt = optax.adam(2e-3)
   score = losses.masked(losses.gaussian_log_likelihood)
 
-  @quick_jit
+  @jax.jit
   def run(key):
     held_out = jax.vmap(gp_functions(targets_include_context=False, extra=20))(
         jax.random.split(jax.random.PRNGKey(1), 100))
@@ -212,7 +209,7 @@ def test_joint_log_likelihood_corrects_for_its_proposal():
       lambda path, p: 3 * p if 'latent_loc' in jax.tree_util.keystr(path) else p, params)
   task = Task(_split(1, 3), Split(jnp.array([[0.5]]), jnp.array([[1.5]])))
 
-  @quick_jit
+  @jax.jit
   def estimates(key):
     estimate = joint_log_likelihood(learner, params, task, key, samples=40_000)
     # One target: the joint is the marginal, which the prior's draws estimate without any proposal.
