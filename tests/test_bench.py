@@ -13,6 +13,7 @@ from jax import lax
 
 torch = pytest.importorskip('torch', reason='the bench extra (PyTorch) is part of the dev install')
 
+from jmeta import cli  # noqa: E402
 from jmeta.bench import cases, jax_impl, torch_impl  # noqa: E402
 
 
@@ -71,10 +72,20 @@ def test_bench_command_writes_records_and_prints_the_table_last(tmp_path):
   assert lines[-1].startswith('| maml2_sinusoid | torch_func |') and lines[-4].startswith('| case | impl |')
 
 
-def test_bench_rejects_an_unknown_case():
-  done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--case', 'nope'], capture_output=True,
-                        text=True)
-  assert done.returncode == 2 and 'invalid choice' in done.stderr
-  done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--vmap-size', '0'], capture_output=True,
-                        text=True)
-  assert done.returncode != 0 and '--vmap-size must be an integer >= 1; got 0' in done.stderr
+def test_bench_rejects_an_unknown_case(monkeypatch, capsys):
+  # In this process, through the console script's entry point (its exit status and stderr line), without its
+  # process-wide settings: SIGTERM's handler and glibc's malloc tuning.
+  monkeypatch.setattr(cli.signal, 'signal', lambda *_: None)
+  monkeypatch.setenv('JMETA_MALLOC', 'default')
+
+  def exit_status(*argv):
+    monkeypatch.setattr(sys, 'argv', ['jmeta', *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+      cli.run()
+    return done.value.code, capsys.readouterr().err
+
+  code, stderr = exit_status('bench', '--case', 'nope')
+  assert code == 2 and 'invalid choice' in stderr
+  code, stderr = exit_status('bench', '--vmap-size', '0')
+  assert code not in (0, None) and '--vmap-size must be an integer >= 1; got 0' in stderr
