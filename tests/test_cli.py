@@ -17,6 +17,12 @@ JMETA = [sys.executable, '-m', 'jmeta.cli']
 SMALL = ['--dataset', 'sinusoid', '--meta-batch', '4', '--no-progress']
 
 
+def _episodes(n) -> list:
+  """`--eval-episodes n` and as many validation episodes: sinusoid validates on its test sampler, so the two
+  evaluations are one compiled program (the default 200 validation episodes would compile another)."""
+  return ['--eval-episodes', str(n), '--valid-episodes', str(n)]
+
+
 def _last_json(stdout: str) -> dict:
   return json.loads(stdout.strip().splitlines()[-1])
 
@@ -43,8 +49,8 @@ def test_console_script_reports_errors_on_one_line_with_status_2(tmp_path):
 @pytest.mark.parametrize('algo', ['maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'pretrained'])
 def test_train_then_eval(tmp_path, algo, capsys):
   out = tmp_path / algo
-  record = cli.main(['train', '--algo', algo, '--steps', '200', '--log-every', '50', '--eval-episodes', '100',
-                     '--out', str(out)] + SMALL)
+  record = cli.main(['train', '--algo', algo, '--steps', '200', '--log-every', '50', '--out', str(out)] +
+                    _episodes(100) + SMALL)
   printed = _last_json(capsys.readouterr().out)
   assert printed == record and set(record) == {'mse', 'ci95', 'episodes', 'shots', 'inner_steps'}
   assert record['episodes'] == 100 and record['shots'] == 10 and record['mse'] > 0
@@ -60,7 +66,7 @@ def test_train_then_eval(tmp_path, algo, capsys):
 
 def test_existing_run_needs_resume_and_resume_keeps_the_configuration(tmp_path):
   out = str(tmp_path / 'run')
-  cli.main(['train', '--algo', 'maml', '--steps', '100', '--eval-episodes', '10', '--out', out] + SMALL)
+  cli.main(['train', '--algo', 'maml', '--steps', '100', '--out', out] + _episodes(10) + SMALL)
   with pytest.raises(ValueError, match='already holds a run; pass --resume'):
     cli.main(['train', '--algo', 'maml', '--steps', '100', '--out', out] + SMALL)
   with pytest.raises(ValueError, match="inner_lr: run has 0.01, given 0.5"):
@@ -76,7 +82,7 @@ def _final_params(run_dir):
 @pytest.mark.slow
 def test_run_killed_and_resumed_ends_with_the_same_parameters(tmp_path):
   args = ['train', '--algo', 'maml', '--steps', '3000', '--log-every', '100', '--checkpoint-every', '300',
-          '--eval-episodes', '50', '--seed', '3'] + SMALL
+          '--seed', '3'] + _episodes(50) + SMALL
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   whole_record = cli.main(args + ['--out', str(whole)])  # in this process: only the killed run needs its own
 
@@ -107,8 +113,8 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch
     return original(obj, *a, **k)
 
   monkeypatch.setattr(loop.json, 'dumps', interrupt_on_third_record)
-  args = ['train', '--algo', 'metasgd', '--steps', '500', '--log-every', '50', '--checkpoint-every', '250',
-          '--eval-episodes', '10', '--out', out] + SMALL
+  args = (['train', '--algo', 'metasgd', '--steps', '500', '--log-every', '50', '--checkpoint-every', '250'] +
+          _episodes(10) + ['--out', out] + SMALL)
   with pytest.raises(KeyboardInterrupt):
     cli.main(args)
   monkeypatch.setattr(loop.json, 'dumps', original)
@@ -133,8 +139,8 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
 @pytest.mark.slow
 def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
-  args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--eval-episodes', '20',
-          '--meta-batch', '4', '--no-progress']
+  args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--meta-batch', '4',
+          '--no-progress'] + _episodes(20)
   env = {**os.environ, 'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'}
   subprocess.run(JMETA + args + ['--devices', '2', '--out', str(tmp_path / 'two')], check=True, env=env,
                  capture_output=True)
@@ -146,8 +152,8 @@ def test_devices_flag_shards_the_meta_batch_and_matches_one_device(tmp_path):
 
 
 def test_vmap_size_maps_over_chunks_of_tasks_and_matches_one_vmap(tmp_path):
-  args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--eval-episodes', '20',
-          '--meta-batch', '4', '--no-progress']
+  args = ['train', '--algo', 'maml', '--steps', '200', '--log-every', '100', '--meta-batch', '4',
+          '--no-progress'] + _episodes(20)
   cli.main(args + ['--vmap-size', '3', '--out', str(tmp_path / 'chunks')])  # a chunk of 3, then one of 1
   cli.main(args + ['--out', str(tmp_path / 'one')])
   chex.assert_trees_all_close(_final_params(tmp_path / 'chunks').params, _final_params(tmp_path / 'one').params,
@@ -160,7 +166,7 @@ def test_vmap_size_maps_over_chunks_of_tasks_and_matches_one_vmap(tmp_path):
 @pytest.mark.slow
 def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path, capsys):
   out = str(tmp_path / 'run')
-  base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100', '--eval-episodes', '20'] + SMALL
+  base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100'] + _episodes(20) + SMALL
   args = base + ['--out', out]
   stopped = cli.main(args + ['--time-limit', '1e-6'])
   printed = capsys.readouterr()
