@@ -65,7 +65,8 @@ fitted = jmeta.fit(learner, outer_opt, regression_task, state, meta_batch=TASKS,
 info['fit_replicated'] = all(a.sharding.is_fully_replicated and len(a.sharding.device_set) == DEVICES
                              for a in jax.tree.leaves(fitted))
 
-chunk = jax.jit(lambda s, f: sampled_steps(sharding.constrain_step(step, mesh), f, TASKS, 2)(s))
+# fit's own chunk of FIT_STEPS steps: its compiled program is read back from the compilation cache, not rebuilt.
+chunk = jax.jit(lambda s, f: sampled_steps(sharding.constrain_step(step, mesh), f, TASKS, FIT_STEPS)(s))
 hlo = chunk.lower(*sharding.replicate((state, as_pytree(regression_task)), mesh)).compile().as_text()
 info['sampled_rows'] = sorted({int(n) for n in re.findall(r'f32\\[(\\d+),5,1\\]', hlo)})
 info['all_reduce'] = 'all-reduce' in hlo
