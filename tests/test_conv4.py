@@ -16,7 +16,8 @@ KEY = jax.random.key(0, impl='rbg')  # compiles faster on CPU than the default t
 
 
 def images(n, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=(n, 28, 28, 1)), jnp.float32)
+  """`[n, 28, 28, 1]` in NumPy, whose slicing and concatenation compile nothing."""
+  return np.random.default_rng(seed).normal(size=(n, 28, 28, 1)).astype(np.float32)
 
 
 def out_shape(module, x):
@@ -63,40 +64,44 @@ def test_params_hold_weights_only(small):
   assert set(params['block0']['norm']) == {'scale', 'bias'}
 
 
+# Batches of 4 with references of 4 throughout, so that these tests share their programs.
+
 def test_batch_statistics_are_transductive(small):
   _, params, apply = small
-  x = images(6)
-  a = apply(params, x[:3])
-  b = apply(params, jnp.concatenate([x[:1], x[3:5]]))
+  x = images(7)
+  a = apply(params, x[:4])
+  b = apply(params, np.concatenate([x[:1], x[4:7]]))
   assert not np.allclose(a[0], b[0], atol=1e-4), 'the output of one example should depend on the others'
 
 
 def test_support_statistics_do_not_depend_on_the_query_batch(small):
-  f, params, _ = small
-  apply = jax.jit(f.apply)
-  x, support = images(6), images(4, seed=1)
-  a = apply(params, x[:3], reference=support)
-  b = apply(params, jnp.concatenate([x[:1], x[3:5]]), reference=support)
+  _, params, apply = small
+  x, support = images(7), images(4, seed=1)
+  a = apply(params, x[:4], reference=support)
+  b = apply(params, np.concatenate([x[:1], x[4:7]]), reference=support)
   alone = apply(params, x[:1], reference=support)
   chex.assert_trees_all_close(a[0], b[0], atol=1e-5)
   chex.assert_trees_all_close(a[0], alone[0], atol=1e-5)
-  other = apply(params, x[:3], reference=images(4, seed=2))
+  other = apply(params, x[:4], reference=images(4, seed=2))
   assert not np.allclose(a[0], other[0], atol=1e-4), 'the output should depend on the reference'
 
 
 def test_reference_equal_to_the_batch_gives_batch_statistics(small):
-  f, params, apply = small
+  _, params, apply = small
   x = images(4)
-  chex.assert_trees_all_close(jax.jit(f.apply)(params, x, reference=x), apply(params, x), atol=1e-5)
+  chex.assert_trees_all_close(apply(params, x, reference=x), apply(params, x), atol=1e-5)
 
 
 def test_batch_norm_matches_a_numpy_reference():
   f = conv4.functional(conv4.Conv4(filters=3, blocks=1, strides=1, pool_blocks=0, flatten=False))
-  x = images(5)
-  params = f.init(KEY, x)
+  x, sup = images(5), slice(1, 4)
+  params = jax.jit(f.init)(KEY, x)
   params['block0']['norm'] = {'scale': jnp.array([1., 2., .5]), 'bias': jnp.array([0., 1., -1.])}
-  conv = nn.Conv(3, (3, 3), padding='SAME').apply({'params': params['block0']['conv']}, x)
-  c, sup = np.asarray(conv, np.float64), slice(1, 4)
+  # One program for Flax's conv and both normalisations (eagerly, each op compiled one of its own).
+  conv, batch, support = jax.jit(lambda p, x: (
+      nn.Conv(3, (3, 3), padding='SAME').apply({'params': p['block0']['conv']}, x), f.apply(p, x),
+      f.apply(p, x, reference=x[sup])))(params, x)
+  c = np.asarray(conv, np.float64)
   expected = {}
   for name, stats_of in (('batch', slice(None)), ('support', sup)):
     out = np.zeros_like(c)
@@ -106,8 +111,8 @@ def test_batch_norm_matches_a_numpy_reference():
       scale, bias = [1., 2., .5][ch], [0., 1., -1.][ch]
       out[..., ch] = np.maximum((c[..., ch] - mean) / np.sqrt(var + 1e-5) * scale + bias, 0)
     expected[name] = out
-  np.testing.assert_allclose(f.apply(params, x), expected['batch'], atol=1e-4)
-  np.testing.assert_allclose(f.apply(params, x, reference=x[sup]), expected['support'], atol=1e-4)
+  np.testing.assert_allclose(batch, expected['batch'], atol=1e-4)
+  np.testing.assert_allclose(support, expected['support'], atol=1e-4)
 
 
 def test_classifier_head_is_under_head_key():
@@ -135,17 +140,20 @@ def test_maml_style_use_vmap_jit_and_grad():
   f = conv4.functional(conv4.Classifier(conv4.Conv4(filters=4, blocks=2), ways=3))
   params = jax.jit(f.init)(KEY, images(2))
   x = images(2 * 6).reshape(2, 6, 28, 28, 1)
-  y = jnp.array([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+  y = np.array([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
 
   def loss(p, x, y):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(f.apply(p, x), y))
 
-  batched = jax.jit(jax.vmap(loss, in_axes=(None, 0, 0)))(params, x, y)
-  one = jax.jit(loss)
-  chex.assert_trees_all_close(batched, jnp.stack([one(params, x[i], y[i]) for i in range(2)]), atol=1e-5)
-  grads = jax.jit(jax.grad(loss))(params, x[0], y[0])
+  @jax.jit  # the vmapped loss, the loop it must equal and a gradient in one program
+  def run(p, x, y):
+    looped = jnp.stack([loss(p, x[i], y[i]) for i in range(2)])
+    return jax.vmap(loss, in_axes=(None, 0, 0))(p, x, y), looped, jax.grad(loss)(p, x[0], y[0])
+
+  batched, looped, grads = run(params, x, y)
+  chex.assert_trees_all_close(batched, looped, atol=1e-5)
   chex.assert_tree_all_finite(grads)
-  assert float(jnp.abs(grads['head']['kernel']).sum()) > 0
+  assert float(np.abs(grads['head']['kernel']).sum()) > 0
 
 
 @pytest.mark.parametrize('form', ['maml', 'protonet', 'relation'])
@@ -169,7 +177,7 @@ def test_default_layers_equal_flax_conv_and_max_pool(form):
   with jax.enable_x64():
     x = images(6).astype(jnp.float64)
     fast = conv4.functional(make())
-    params = jax.tree.map(lambda p: p.astype(jnp.float64), fast.init(KEY, x))
+    params = jax.jit(lambda k, x: jax.tree.map(lambda p: p.astype(jnp.float64), fast.init(k, x)))(KEY, x)
 
     def reference(p, x):
       module = make()
@@ -179,13 +187,15 @@ def test_default_layers_equal_flax_conv_and_max_pool(form):
         out = block.apply({'params': p[f'block{i}']}, out, mutable=['batch_stats'])[0]
       return out.reshape(out.shape[0], -1) if module.flatten else out
 
-    np.testing.assert_allclose(jax.jit(fast.apply)(params, x), jax.jit(reference)(params, x), rtol=1e-10,
-                               atol=1e-10)
+    @jax.jit  # both sides in one program: one compile, not four
+    def values_and_second_order_gradients(p, x):
+      out = []
+      for apply in (fast.apply, reference):
+        inner = lambda p: jnp.sum(jnp.sin(apply(p, x[:3])))
+        outer = lambda p: jnp.sum(jnp.cos(apply(jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(inner)(p)), x)))
+        out.append((apply(p, x), jax.grad(outer)(p)))
+      return out
 
-    def second_order(apply):
-      inner = lambda p: jnp.sum(jnp.sin(apply(p, x[:3])))
-      outer = lambda p: jnp.sum(jnp.cos(apply(jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(inner)(p)), x)))
-      return jax.jit(jax.grad(outer))(params)
-
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10),
-                 second_order(fast.apply), second_order(reference))
+    (fast_value, fast_grads), (ref_value, ref_grads) = values_and_second_order_gradients(params, x)
+    np.testing.assert_allclose(fast_value, ref_value, rtol=1e-10, atol=1e-10)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10), fast_grads, ref_grads)
