@@ -54,16 +54,8 @@ def train_mlp_pes(family, seconds: float, max_steps: int, *, population: int, tr
   meta = lo.init_mlp_meta_params(jax.random.PRNGKey(seed + 1))
   init, step, mean = lo.persistent_es(family, lo.mlp_optimizer, meta, population=population, truncation=truncation,
                                       horizon=horizon, lr=lr, std=std)
-  # evosax's state has float leaves that a step turns from weakly to strongly typed and back; all strong, the step
-  # compiles once instead of three times.
-  strong = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, x.dtype), tree)  # noqa: E731
-
-  def strong_step(state, key):
-    state, metrics = step(state, key)
-    return strong(state), metrics
-
-  state = strong(init(jax.random.PRNGKey(seed), meta))
-  return _loop(jax.jit(strong_step), state, seconds, max_steps, seed, mean)
+  state = init(jax.random.PRNGKey(seed), meta)
+  return _loop(jax.jit(step), state, seconds, max_steps, seed, mean)
 
 
 def _loop(step, state, seconds, max_steps, seed, params_of):
@@ -114,10 +106,21 @@ def _score(final: np.ndarray) -> float:
   return float(np.mean(np.log(np.maximum(final, 1e-30))))
 
 
-def tune(family, keys, steps: int, grid) -> dict:
-  """The grid for each baseline: the mean log final loss at each step size, and the best step size."""
+def _with_learned(learned: dict | None, grid) -> tuple[tuple, tuple]:
+  """The makers and args of `curves` for the `learned` optimizers ({name: (make, meta_params)}, if any) and then
+  every baseline over `grid`."""
+  learned = tuple((learned or {}).values())
+  return (tuple(make for make, _ in learned) + tuple(BASELINES.values()),
+          tuple(jax.tree.map(lambda x: x[None], meta) for _, meta in learned) +
+          (jnp.asarray(grid),) * len(BASELINES))
+
+
+def tune(family, keys, steps: int, grid, learned: dict | None = None) -> dict:
+  """The grid for each baseline: the mean log final loss at each step size, and the best step size. With `learned`
+  (--quick), the learned optimizers' curves come along unused: the program is then `evaluate`'s, one per family."""
   out = {}
-  every = curves(tuple(BASELINES.values()), family, keys, steps, (jnp.asarray(grid),) * len(BASELINES))
+  makes, args = _with_learned(learned, grid)
+  every = curves(makes, family, keys, steps, args)[len(learned or ()):]
   for name, c in zip(BASELINES, every):
     scores = {lr: _score(f) for lr, f in zip(grid, c[:, :, -1])}
     best = min(scores, key=scores.get)
@@ -138,21 +141,26 @@ def summary(c: np.ndarray, at) -> dict:
   return row
 
 
-def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict) -> dict:
-  """Curves of each optimizer on each family's held-out tasks."""
+def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict, together: bool = False) -> dict:
+  """Curves of each optimizer on each family's held-out tasks; `together` (--quick): learned and baselines in one
+  program, the one `tune(..., learned)` compiled."""
   out = {}
   for fname, family in families.items():
     out[fname] = {}
     for steps in horizons[fname]:
       res = {}
-      every = curves(tuple(make for make, _ in learned.values()), family, keys[fname], steps,
-                     tuple(jax.tree.map(lambda x: x[None], meta) for _, meta in learned.values()))
-      res.update({name: c[0] for name, c in zip(learned, every)})
       # The whole grid, as tuned: the same shapes reuse tuning's compiled program (len(grid) times the compute of
       # one step size, far less than a compile at these sizes); the tuned step size's curves are kept.
       grid = [float(g) for g in tuned[fname][str(steps)][next(iter(BASELINES))]['grid']]
-      every = curves(tuple(BASELINES.values()), family, keys[fname], steps, (jnp.asarray(grid),) * len(BASELINES))
-      for name, c in zip(BASELINES, every):
+      if together:
+        makes, args = _with_learned(learned, grid)
+        every = curves(makes, family, keys[fname], steps, args)
+      else:
+        makes, args = _with_learned(learned, ())
+        every = (curves(makes[:len(learned)], family, keys[fname], steps, args[:len(learned)]) +
+                 curves(tuple(BASELINES.values()), family, keys[fname], steps, (jnp.asarray(grid),) * len(BASELINES)))
+      res.update({name: c[0] for name, c in zip(learned, every)})
+      for name, c in zip(BASELINES, every[len(learned):]):
         res[name] = c[grid.index(tuned[fname][str(steps)][name]['best_lr'])]
       at = sorted({0, 10, min(50, steps), min(100, steps), steps})
       out[fname][str(steps)] = {
@@ -218,8 +226,8 @@ def main() -> None:
       print(table(json.load(f)))
     return
   os.makedirs(args.out, exist_ok=True)
-  from jmeta.bench.timing import matmul_gflops
-  gflops = lambda: matmul_gflops(sizes=(512,), repeats=3) if args.quick else matmul_gflops()
+  from report import matmul_rates  # benchmarks/report.py, beside this script
+  gflops = lambda: matmul_rates(args.quick)  # noqa: E731
   t0 = time.perf_counter()
   machine = {'cpus': os.cpu_count(), 'cores_used': len(os.sched_getaffinity(0)), 'platform': platform.platform(),
              'backend': jax.default_backend(), 'jax': jax.__version__, 'matmul_gflops_before': gflops()}
@@ -265,9 +273,9 @@ def main() -> None:
   test_keys = {f: jax.random.split(jax.random.fold_in(root, 1000 + i), tasks) for i, f in enumerate(families)}
   tuning = {}
   for f, family in families.items():
-    tuning[f] = {str(s): tune(family, train_keys, s, grid) for s in horizons[f]}
+    tuning[f] = {str(s): tune(family, train_keys, s, grid, learned if quick else None) for s in horizons[f]}
     print('tuned', f, {s: {n: t[n]['best_lr'] for n in t} for s, t in tuning[f].items()}, flush=True)
-  results = evaluate(families, learned, tuning, test_keys, horizons)
+  results = evaluate(families, learned, tuning, test_keys, horizons, together=quick)
   report = {'benchmark': 'learned_optimizers', 'quick': quick, 'machine': machine,
             'command': 'python benchmarks/learned_optimizers.py' + (' --quick' if quick else '') +
             (f' --minutes {args.minutes:g}' if args.minutes != 8 else '') + (' --omniglot' if args.omniglot else ''),

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmeta import experiments, models
-from jmeta.bench.timing import matmul_gflops
 from jmeta.envs import NavigationParams
 from jmeta.evaluation import summarize
 from jmeta.training import fit, read_metrics
+
+from report import matmul_rates  # benchmarks/report.py, beside this script
 
 mrl = importlib.import_module('jmeta.algorithms.maml_rl')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -176,7 +177,7 @@ def main() -> None:
   args.out = args.out or os.path.join(HERE, 'results')
   args.runs = args.runs or os.path.join(HERE, 'runs')
   os.makedirs(args.out, exist_ok=True)
-  rate = lambda: matmul_gflops(**(dict(sizes=(512,), repeats=3) if args.quick else {}))['best']  # noqa: E731
+  rate = lambda: matmul_rates(args.quick)['best']  # noqa: E731
   header = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                 command='python benchmarks/maml_rl.py ' + ' '.join(os.sys.argv[1:]),
                 matmul_gflops_before=rate(), load_average_before=os.getloadavg())

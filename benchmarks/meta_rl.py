@@ -33,10 +33,11 @@ import numpy as np
 
 from jmeta import bandits, experiments
 from jmeta.algorithms.rl2 import trial_split
-from jmeta.bench.timing import matmul_gflops
 from jmeta.envs import bernoulli_bandit, rollout
 from jmeta.evaluation import summarize
 from jmeta.training import fit
+
+from report import matmul_rates  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = (5, 10, 50)
@@ -253,7 +254,7 @@ def main() -> None:
   args.out = args.out or os.path.join(HERE, 'results')
   args.runs = args.runs or os.path.join(HERE, 'runs')
   os.makedirs(args.out, exist_ok=True)
-  rate = lambda: matmul_gflops(**(dict(sizes=(512,), repeats=3) if args.quick else {}))['best']  # noqa: E731
+  rate = lambda: matmul_rates(args.quick)['best']  # noqa: E731
   header = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                 matmul_gflops_before=rate())
   from report import merge

@@ -269,12 +269,12 @@ def main() -> None:
   if any(not 1 <= n <= 50 for n in args.context):
     raise SystemExit(f'--context sizes must lie in 1..50; got {args.context}')
   os.makedirs(args.out, exist_ok=True)
-  from jmeta.bench.timing import matmul_gflops
+  from report import matmul_rates  # benchmarks/report.py, beside this script
   t0 = time.perf_counter()
   report = {'benchmark': 'neural_processes', 'quick': args.quick,
             'machine': {'cpus': os.cpu_count(), 'cores_used': len(os.sched_getaffinity(0)),
                         'platform': platform.platform(), 'backend': jax.default_backend(), 'jax': jax.__version__,
-                        'matmul_gflops': matmul_gflops(sizes=(512,), repeats=3) if args.quick else matmul_gflops()},
+                        'matmul_gflops': matmul_rates(args.quick)},
             'command': 'python benchmarks/neural_processes.py' + (' --quick' if args.quick else '') +
             (f' --minutes {args.minutes:g}' if args.minutes != 45 else ''),
             'setting': {'gp': GP_SETTING, 'targets_per_function': TARGETS, 'episodes': args.episodes,

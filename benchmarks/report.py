@@ -27,11 +27,16 @@ def merge(path: str, rows: list[dict], header: dict, order: Callable[[dict], obj
   return report
 
 
-def matmul_rate(quick: bool = False) -> float:
-  """This machine's float32 matmul rate now, in GFLOP/s (best of two sizes), to record beside each figure; `quick`:
-  one small size, a smoke test's figure (a few milliseconds instead of seconds)."""
+def matmul_rates(quick: bool = False) -> dict:
+  """This machine's float32 matmul rates now, in GFLOP/s by size and 'best' (`jmeta.bench.timing.matmul_gflops`, two
+  sizes), to record beside each figure; `quick`: one small size, a smoke test's figure (milliseconds, not seconds)."""
   from jmeta.bench.timing import matmul_gflops
-  return round((matmul_gflops(sizes=(512,), repeats=3) if quick else matmul_gflops())['best'], 1)
+  return matmul_gflops(sizes=(512,), repeats=3) if quick else matmul_gflops()
+
+
+def matmul_rate(quick: bool = False) -> float:
+  """`matmul_rates(quick)['best']`, to 0.1 GFLOP/s."""
+  return round(matmul_rates(quick)['best'], 1)
 
 
 class TrainRun(NamedTuple):

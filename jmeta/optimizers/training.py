@@ -166,9 +166,13 @@ def persistent_es(family: TaskFamily, make_opt: MakeOpt, example_meta_params: Py
     pairs = jax.vmap(lambda k: start(family, opt, k))(jax.random.split(key, half))
     return jax.tree.map(lambda x: jnp.concatenate([x, x]), pairs)  # member i and i + half: one task, +/- noise
 
+  # evosax's state has float leaves that a step turns from weakly to strongly typed and back; all strong, a jitted
+  # step compiles once instead of three times.
+  strong = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, x.dtype), tree)  # noqa: E731
+
   def init(key: jax.Array, meta_params: PyTree) -> ESState:
     k_es, k_unroll = jax.random.split(key)
-    return ESState(es.init(k_es, meta_params, params), starts(k_unroll), jnp.zeros((), jnp.int32))
+    return strong(ESState(es.init(k_es, meta_params, params), starts(k_unroll), jnp.zeros((), jnp.int32)))
 
   def fitness(member, s: Unroll):
     new, losses = unroll(make_opt(member), s, truncation)
@@ -182,7 +186,7 @@ def persistent_es(family: TaskFamily, make_opt: MakeOpt, example_meta_params: Py
     done = new.step >= horizon
     fresh = starts(k_new)
     new = jax.tree.map(lambda a, b: jnp.where(jnp.reshape(done, done.shape + (1,) * (b.ndim - 1)), a, b), fresh, new)
-    return ESState(es_state, new, state.step + 1), {'meta_loss': jnp.mean(values), 'loss': jnp.mean(losses)}
+    return strong(ESState(es_state, new, state.step + 1)), {'meta_loss': jnp.mean(values), 'loss': jnp.mean(losses)}
 
   def mean(state: ESState) -> PyTree:
     return es.get_mean(state.es_state)
