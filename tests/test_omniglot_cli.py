@@ -13,15 +13,17 @@ pytestmark = pytest.mark.slow  # minute-long end-to-end runs; -m 'not slow' skip
 # short of the 0.6 asserted below.
 PROTONET_RUN = ['train', '--algo', 'protonet', '--dataset', 'omniglot', '--ways', '5', '--shots', '1', '--train-ways',
                 '10', '--queries', '5', '--filters', '16', '--blocks', '2', '--steps', '100', '--log-every', '10',
-                '--checkpoint-every', '20', '--outer-halve-every', '50', '--eval-every', '100', '--eval-episodes', '100',
-                '--no-progress', '--seed', '5']
+                '--checkpoint-every', '20', '--outer-halve-every', '50', '--eval-every', '100',
+                '--eval-episodes', '100', '--valid-episodes', '20', '--no-progress', '--seed', '5']
 
 
 def test_protonet_run_trains_evaluates_and_resumes(omniglot_dir, tmp_path):
   """One short run (5-way 1-shot, 100 meta-steps, checkpoints every 20, the step size halved at 50, so a resumed
   run must also resume its schedule) read by every check of a trained run: its record, `jmeta eval` at 20 ways
-  and on the official runs, and a twin stopped at step 40 and resumed to 100. (A run killed by a signal and
-  resumed is `test_cli.py`'s test on sinusoid: the same loop, without two more processes loading Omniglot.)"""
+  and on the official runs, and a twin stopped at step 40 and resumed to 100. Validation (at the end of each of
+  the three runs) scores 20 episodes, not the default 200: only its record is checked, and 600 validation episodes
+  cost more CPU than all the other evaluations. (A run killed by a signal and resumed is `test_cli.py`'s test on
+  sinusoid: the same loop, without two more processes loading Omniglot.)"""
   import chex
   whole = tmp_path / 'whole'
   record = cli.main(PROTONET_RUN + ['--out', str(whole)])
