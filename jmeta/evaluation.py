@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -41,9 +40,11 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
   """`scores(params, key, episodes)`: each episode's score after adaptation on its support set.
 
   Episode `i` is `sample(jax.random.fold_in(key, i))`, so the same key gives the same episodes, and a longer
-  evaluation extends a shorter one. Each compiled call scores `batch_size` episodes (or all of them, if fewer),
-  `vmap_size` at a time under `vmap` (a `lax.map` over chunks), so memory is bounded by `vmap_size` episodes
-  whatever `batch_size` is.
+  evaluation extends a shorter one. Each call of the one compiled program scores up to `batch_size` episodes,
+  `vmap_size` at a time under `vmap` (a loop over chunks), so memory is bounded by `vmap_size` episodes whatever
+  `batch_size` is. The number of episodes is an argument of that program, not part of its shape: evaluations of
+  any length (validation during training, the final test, `jmeta eval --episodes n`) share it, at the cost of
+  scoring up to `vmap_size - 1` episodes more than asked and dropping them.
 
   Args:
     learner, sample, score: what to evaluate, on which tasks, and how to score a query set (its real examples,
@@ -56,6 +57,7 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
   """
   check_positive_int(batch_size, 'batch_size')
   vmap_size = min(check_positive_int(vmap_size, 'vmap_size'), batch_size)
+  size = -(-batch_size // vmap_size) * vmap_size  # episodes per call: whole chunks, so no remainder program
   single = steps is None or isinstance(steps, int)
   counts = (steps,) if single else tuple(steps)
   if not counts:
@@ -66,16 +68,25 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
 
   masked_score = losses.masked(score)
 
-  @functools.partial(jax.jit, static_argnums=4)
-  def run(params: Params, key: jax.Array, start: jax.Array, sample: Callable[[jax.Array], Task],
-          size: int) -> jax.Array:
+  @jax.jit
+  def run(params: Params, key: jax.Array, start: jax.Array, count: jax.Array,
+          sample: Callable[[jax.Array], Task]) -> jax.Array:
+    """Scores of episodes `start, ..., start + count - 1` (`count <= size`) in rows `0..count-1` of `[size, k]`."""
     def one(index: jax.Array) -> jax.Array:
       task = sample(jax.random.fold_in(key, index))
       if isinstance(task, SequenceTask):  # read from the start; `steps` was refused below
         return score(learner.predict(learner.adapt(params), task), task.labels)[None]
       return jnp.stack([masked_score(learner.predict(adapt(params, task.support, c), task.query.x), task.query.y,
                                      task.query.mask) for c in counts])
-    return jax.lax.map(one, start + jnp.arange(size), batch_size=min(vmap_size, size))
+
+    def chunk(c, out):
+      first = c * vmap_size
+      values = jax.vmap(one)(start + first + jnp.arange(vmap_size))
+      return jax.lax.dynamic_update_slice_in_dim(out, values, first, axis=0)
+
+    like = jax.eval_shape(one, start)
+    out = jnp.zeros((size, *like.shape), like.dtype)
+    return jax.lax.fori_loop(0, (count + vmap_size - 1) // vmap_size, chunk, out)
 
   tasks = as_pytree(sample)
   if steps is not None and isinstance(jax.eval_shape(sample, jax.random.PRNGKey(0)), SequenceTask):
@@ -83,9 +94,8 @@ def evaluator(learner: MetaLearner, sample: Callable[[jax.Array], Task], score: 
 
   def scores(params: Params, key: jax.Array, episodes: int) -> np.ndarray:
     check_positive_int(episodes, 'episodes')
-    size = min(batch_size, episodes)  # fewer episodes than a batch compile a smaller program, not a padded one
-    out = np.concatenate([np.asarray(run(params, key, i, tasks, size)) for i in range(0, episodes, size)])
-    out = out[:episodes]
+    calls = [(i, min(size, episodes - i)) for i in range(0, episodes, size)]
+    out = np.concatenate([np.asarray(run(params, key, np.int32(i), np.int32(n), tasks))[:n] for i, n in calls])
     return out[:, 0] if single else out
 
   return scores

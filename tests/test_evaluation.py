@@ -1,5 +1,7 @@
 """Evaluation: the same seed gives the same episodes; curves equal single evaluations; the interval formula."""
 
+import logging
+
 import jax
 import numpy as np
 
@@ -18,8 +20,6 @@ def test_same_key_same_episodes_and_curve_columns_equal_single_counts():
   learner = jmeta.maml(mlp_apply, 0.05, 1)
   params = mlp_params(jax.random.PRNGKey(0))
   sample = jmeta.datasets.sinusoid(5, 20)
-  # Batches of 50 and 25, multiples of the 25 episodes vmapped at a time: a remainder (64 = 2 x 25 + 14) would put
-  # a second copy of the adapted model into each compiled program.
   curve = jmeta.evaluator(learner, sample, jmeta.losses.mse, steps=range(4), batch_size=50)
   table = curve(params, jax.random.PRNGKey(1), 100)
   assert table.shape == (100, 4)
@@ -41,3 +41,19 @@ def test_episode_scores_match_a_python_loop_over_sampled_tasks():
     task = sample(jax.random.fold_in(key, i))
     fast = adapt(params, task.support)
     np.testing.assert_allclose(scores[i], jmeta.losses.mse(mlp_apply(fast, task.query.x), task.query.y), rtol=1e-5)
+
+
+def test_evaluations_of_any_length_share_one_compiled_program(caplog):
+  """Validation, the final test and `jmeta eval --episodes n` differ only in the number of episodes: an argument
+  of the evaluator's program, not part of its shape. Episode `i` scores the same in every one of them."""
+  learner = jmeta.maml(mlp_apply, 0.05, 1)
+  params = mlp_params(jax.random.PRNGKey(0))
+  scores = jmeta.evaluator(learner, jmeta.datasets.sinusoid(5, 20), jmeta.losses.mse, batch_size=50, vmap_size=20)
+  key = jax.random.PRNGKey(3)
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    long = scores(params, key, 120)  # calls of 50, 50 and 20 episodes
+    short = scores(params, key, 7)  # one chunk of 20, 13 of them dropped
+  compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling ')]
+  assert len(compiled) == 1 and compiled[0].startswith('Compiling jit(run)'), compiled
+  assert long.shape == (120,) and short.shape == (7,) and np.all(long > 0)
+  np.testing.assert_array_equal(short, long[:7])
