@@ -32,17 +32,17 @@ def test_second_order_meta_gradient_matches_float64_finite_differences(steps):
     params = mlp_params(jax.random.PRNGKey(0), (1, 6, 6, 1), jnp.float64)
     task = regression_task(jax.random.PRNGKey(1), dtype=jnp.float64)
     learner = jmeta.maml(mlp_apply, inner_opt=0.1, steps=steps)
-    grads = _flat(jax.jit(lambda p: learner.meta_grad(p, task)[0])(params))
-
-    @jax.jit
-    def finite_differences(params):
+    @jax.jit  # the meta-gradient and its finite differences in one program
+    def meta_grad_and_finite_differences(params):
       flat, unravel = jax.flatten_util.ravel_pytree(params)
       loss = lambda f: learner.loss(unravel(f), task)[0]
       eps = 1e-6
       basis = jnp.eye(flat.size, dtype=jnp.float64)
-      return jax.vmap(lambda e: (loss(flat + eps * e) - loss(flat - eps * e)) / (2 * eps))(basis)
+      fd = jax.vmap(lambda e: (loss(flat + eps * e) - loss(flat - eps * e)) / (2 * eps))(basis)
+      return learner.meta_grad(params, task)[0], fd
 
-    fd = np.asarray(finite_differences(params))
+    grads, fd = meta_grad_and_finite_differences(params)
+    grads, fd = _flat(grads), np.asarray(fd)
     rel = float(np.linalg.norm(grads - fd) / np.linalg.norm(fd))
     assert rel < 1e-5, rel
 
@@ -61,9 +61,10 @@ def test_first_order_equals_stop_gradient_reference_and_differs_from_second_orde
       p = jax.tree.map(lambda a, b: a - lr * b, p, g)
     return jnp.mean((mlp_apply(p, task.query.x) - task.query.y) ** 2)
 
-  first = jax.jit(jmeta.fomaml(mlp_apply, lr, steps).meta_grad)(params, task)[0]
-  chex.assert_trees_all_close(first, jax.jit(jax.grad(reference))(params), rtol=1e-5, atol=1e-6)
-  second = jax.jit(jmeta.maml(mlp_apply, lr, steps).meta_grad)(params, task)[0]
+  first, want, second = jax.jit(lambda p: (jmeta.fomaml(mlp_apply, lr, steps).meta_grad(p, task)[0],
+                                           jax.grad(reference)(p),
+                                           jmeta.maml(mlp_apply, lr, steps).meta_grad(p, task)[0]))(params)
+  chex.assert_trees_all_close(first, want, rtol=1e-5, atol=1e-6)
   assert float(np.linalg.norm(_flat(first) - _flat(second))) > 1e-3 * float(np.linalg.norm(_flat(second)))
 
 
@@ -108,19 +109,24 @@ def test_vmap_over_tasks_equals_python_loop_and_jit_equals_eager(make):
   chex.assert_trees_all_close(jitted, (grads, metrics), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('vmap_size', [None, 1, 2, 5])  # 2: chunks of 2 and a remainder of 1
-def test_meta_step_on_a_batch_equals_mean_of_per_task_gradients(vmap_size):
-  learner = jmeta.maml(mlp_apply, 0.1, 1)
+@pytest.fixture(scope='module')
+def three_tasks():
+  """A one-step MAML, SGD 0.5, its initial state, a batch of 3 tasks and the mean of their meta-gradients."""
+  learner, opt = jmeta.maml(mlp_apply, 0.1, 1), optax.sgd(0.5)
   params = mlp_params(jax.random.PRNGKey(0))
   batch = meta_batch(jax.random.PRNGKey(1), tasks=3)
-  opt = optax.sgd(0.5)
   state = _init_state(learner, opt, jax.random.PRNGKey(2), params)
-  new_state, metrics = jax.jit(jmeta.meta_step(learner, opt, vmap_size=vmap_size))(state, batch)
   meta_grad = jax.jit(learner.meta_grad)
   numpy_batch = _numpy(batch)
   per_task = [_numpy(meta_grad(params, jax.tree.map(lambda a: a[i], numpy_batch))[0]) for i in range(3)]
-  mean = jax.tree.map(lambda *g: sum(g) / 3, *per_task)
-  chex.assert_trees_all_close(new_state.params, jax.tree.map(lambda p, g: p - 0.5 * g, _numpy(params), mean),
+  return learner, opt, _numpy(params), batch, state, jax.tree.map(lambda *g: sum(g) / 3, *per_task)
+
+
+@pytest.mark.parametrize('vmap_size', [None, 1, 2, 5])  # 2: chunks of 2 and a remainder of 1
+def test_meta_step_on_a_batch_equals_mean_of_per_task_gradients(three_tasks, vmap_size):
+  learner, opt, params, batch, state, mean = three_tasks
+  new_state, metrics = jax.jit(jmeta.meta_step(learner, opt, vmap_size=vmap_size))(state, batch)
+  chex.assert_trees_all_close(new_state.params, jax.tree.map(lambda p, g: p - 0.5 * g, params, mean),
                               rtol=1e-5, atol=1e-6)
   assert int(new_state.step) == 1 and set(metrics) >= {'loss', 'grad_norm'}
 
@@ -253,6 +259,6 @@ def test_adam_inner_loop_gives_finite_second_order_meta_gradient():
 def test_remat_gives_the_same_meta_gradient():
   params = mlp_params(jax.random.PRNGKey(0))
   task = regression_task(jax.random.PRNGKey(1))
-  plain = jax.jit(jmeta.maml(mlp_apply, 0.1, 5).meta_grad)(params, task)
-  remat = jax.jit(jmeta.maml(mlp_apply, 0.1, 5, remat=True).meta_grad)(params, task)
+  plain, remat = jax.jit(lambda p, t: (jmeta.maml(mlp_apply, 0.1, 5).meta_grad(p, t),
+                                       jmeta.maml(mlp_apply, 0.1, 5, remat=True).meta_grad(p, t)))(params, task)
   chex.assert_trees_all_close(plain, remat, rtol=1e-6, atol=1e-7)
