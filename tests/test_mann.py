@@ -1,5 +1,7 @@
 """Sequence learners (jmeta.algorithms.mann) over label-offset episodes: scan against loops, causality, batching."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -24,10 +26,11 @@ def _sampler():
   return label_sequences(images, WAYS, SHOTS)
 
 
+@functools.lru_cache(maxsize=None)  # one learner per model, whose jitted functions the tests then share
 def _setup(name):
   module = MODELS[name]
   sample = _sampler()
-  task = sample(jax.random.PRNGKey(1))
+  task = jax.tree.map(np.asarray, jax.jit(sample)(jax.random.PRNGKey(1)))  # NumPy: slicing it compiles nothing
   return module, mann(module), init_params(module, jax.random.PRNGKey(2), task.inputs[0]), sample, task
 
 
@@ -41,7 +44,8 @@ def test_instance_numbers_and_accuracy_by_instance_on_a_hand_made_sequence():
 @pytest.mark.parametrize('name', sorted(MODELS))
 def test_scan_equals_a_python_loop_and_the_label_of_a_step_is_unseen_until_the_next(name):
   module, learner, params, _, task = _setup(name)
-  logits = jax.jit(learner.predict)(learner.adapt(params), task)
+  predict = jax.jit(learner.predict)
+  logits = predict(learner.adapt(params), task)
   carry, previous, loop = module.initial_carry(), jmeta.shifted_labels(task.labels, WAYS), []
   step = jax.jit(module.apply)
   for t in range(WAYS * SHOTS):
@@ -50,8 +54,9 @@ def test_scan_equals_a_python_loop_and_the_label_of_a_step_is_unseen_until_the_n
   np.testing.assert_allclose(logits, np.stack(loop), rtol=1e-5, atol=1e-6)
 
   t = 5  # another label at step t changes the logits from step t + 1 on, never before
-  changed = task._replace(labels=task.labels.at[t].set((task.labels[t] + 1) % WAYS), previous=None)
-  other = learner.predict(learner.adapt(params), changed)
+  labels = task.labels.copy()
+  labels[t] = (labels[t] + 1) % WAYS
+  other = predict(learner.adapt(params), task._replace(labels=labels, previous=None))
   np.testing.assert_array_equal(other[:t + 1], logits[:t + 1])
   assert not np.allclose(other[t + 1:], logits[t + 1:])
 
@@ -59,28 +64,29 @@ def test_scan_equals_a_python_loop_and_the_label_of_a_step_is_unseen_until_the_n
 def test_adapting_on_a_prefix_then_predicting_the_rest_equals_one_pass():
   _, learner, params, _, task = _setup('mann')
   k = 7
-  whole = learner.predict(learner.adapt(params), task)
+  whole = jax.jit(learner.predict)(learner.adapt(params), task)
   head, tail = (jax.tree.map(lambda a: a[sl], task) for sl in (slice(None, k), slice(k, None)))
-  np.testing.assert_allclose(learner.predict(learner.adapt(params, head), tail), whole[k:], rtol=1e-5, atol=1e-6)
+  rest = jax.jit(lambda p, head, tail: learner.predict(learner.adapt(p, head), tail))(params, head, tail)
+  np.testing.assert_allclose(rest, whole[k:], rtol=1e-5, atol=1e-6)
 
 
 def test_meta_step_on_a_batch_of_sequences_is_the_mean_of_the_per_episode_gradients():
   """Also when it differentiates the mean loss (`grad_of_mean`), in one vmap or in chunks."""
-  _, learner, params, sample, _ = _setup('lstm')
-  batch = jax.vmap(sample)(jax.random.split(jax.random.PRNGKey(3), 3))
+  _, learner, params, sample, task = _setup('lstm')
+  batch = jax.tree.map(np.asarray, jax.jit(lambda k: jax.vmap(sample)(jax.random.split(k, 3)))(jax.random.PRNGKey(3)))
   grad = jax.jit(learner.meta_grad)
   per_episode = [grad(params, jax.tree.map(lambda a: a[i], batch))[0] for i in range(3)]
-  mean = jax.tree.map(lambda *g: sum(g) / 3, *per_episode)
+  mean = jax.tree.map(lambda *g: sum(g) / 3, *jax.tree.map(np.asarray, per_episode))
   opt = optax.sgd(1.0)
-  state = jmeta.init_state(learner, opt, jax.random.PRNGKey(4), params)
-  spec = jmeta.task_spec(sample(jax.random.PRNGKey(0)))
+  state = jax.jit(lambda k, p: jmeta.init_state(learner, opt, k, p))(jax.random.PRNGKey(4), params)
+  spec = jmeta.task_spec(task)
   for kwargs in ({}, {'grad_of_mean': True}, {'grad_of_mean': True, 'vmap_size': 2}):
     new, metrics = jax.jit(jmeta.meta_step(learner, opt, spec, **kwargs))(state, batch)
-    chex.assert_trees_all_close(jax.tree.map(lambda p, n: p - n, state.params, new.params), mean, rtol=1e-5,
-                                atol=1e-7)
+    chex.assert_trees_all_close(jax.tree.map(lambda p, n: np.asarray(p) - np.asarray(n), state.params, new.params),
+                                mean, rtol=1e-5, atol=1e-7)
     assert set(metrics) == {'loss', 'accuracy', 'grad_norm'}
   with pytest.raises(ValueError, match='Did you pass a single task'):
-    jmeta.meta_step(learner, opt, jmeta.task_spec(sample(jax.random.PRNGKey(0))))(state, sample(jax.random.PRNGKey(0)))
+    jmeta.meta_step(learner, opt, spec)(state, task)
 
 
 def test_labels_wider_than_the_learner_are_refused():
@@ -132,9 +138,12 @@ def test_evaluator_scores_sequences_by_instance_as_a_loop_over_episodes():
   _, learner, params, sample, _ = _setup('lstm')
   scores = jmeta.evaluator(learner, sample, accuracy_by_instance, batch_size=4, vmap_size=2)(
       params, jax.random.PRNGKey(9), 6)
-  predict = jax.jit(lambda t: learner.predict(learner.adapt(params), t))
-  loop = [accuracy_by_instance(predict(t), t.labels)
-          for t in (sample(jax.random.fold_in(jax.random.PRNGKey(9), i)) for i in range(6))]
+  @jax.jit
+  def score(key):
+    t = sample(key)
+    return accuracy_by_instance(learner.predict(learner.adapt(params), t), t.labels)
+
+  loop = [score(jax.random.fold_in(jax.random.PRNGKey(9), i)) for i in range(6)]
   np.testing.assert_allclose(scores, np.stack(loop), rtol=1e-6)
   assert scores.shape == (6, 6)
   with pytest.raises(ValueError, match='sequence learners adapt by reading the sequence'):
@@ -146,10 +155,10 @@ def test_string_labels_train_one_softmax_per_character():
   sample = label_sequences(images, WAYS, SHOTS, labels='string')
   module = LSTMClassifier(25, hidden=8)
   learner = mann(module)
-  task = sample(jax.random.PRNGKey(1))
+  task = jax.jit(sample)(jax.random.PRNGKey(1))
   params = init_params(module, jax.random.PRNGKey(2), task.inputs[0])
-  loss, metrics = learner.loss(params, task)
-  logits = learner.predict(learner.adapt(params), task)
+  (loss, metrics), logits = jax.jit(lambda p, t: (learner.loss(p, t), learner.predict(learner.adapt(p), t)))(params,
+                                                                                                           task)
   per_char = optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, 5, 5), task.labels)
   np.testing.assert_allclose(loss, per_char.sum(1).mean(), rtol=1e-6)
   hits = np.all(np.asarray(logits).reshape(-1, 5, 5).argmax(-1) == np.asarray(task.labels), axis=1)
