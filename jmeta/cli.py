@@ -232,7 +232,6 @@ def train(args: argparse.Namespace) -> dict:
       json.dump(c.to_json(), f, indent=2)
 
   keys = experiments.keys(c.seed)
-  state = experiments.initial_state(experiment)
   eval_inner_steps = c.get('eval_inner_steps')
   valid = _test_scores(experiment, experiment.valid_tasks, eval_inner_steps)
 
@@ -245,6 +244,18 @@ def train(args: argparse.Namespace) -> dict:
   mesh = task_mesh(args.devices) if args.devices is not None else None
   if several:
     mesh = distributed.global_mesh()
+  # A run resumed from a checkpoint restores into the initial state's shapes alone: computing that state would
+  # compile its initialisation (seconds for conv4 or a MANN) only to overwrite it. A mesh replicates the template
+  # before restoring, which needs real arrays.
+  restoring = False
+  if args.resume and mesh is None:
+    from jmeta.training import Checkpoints
+    checkpoints = Checkpoints(os.path.join(args.out, 'checkpoints'))
+    try:
+      restoring = checkpoints.latest_step() is not None
+    finally:
+      checkpoints.close()
+  state = experiments.initial_state(experiment, abstract=restoring)
   time_limit = None
   if args.time_limit is not None:
     from jmeta.checks import check_positive_number

@@ -164,7 +164,7 @@ def test_vmap_size_maps_over_chunks_of_tasks_and_matches_one_vmap(tmp_path):
 
 
 @pytest.mark.slow
-def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path, capsys):
+def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
   out = str(tmp_path / 'run')
   base = ['train', '--algo', 'fomaml', '--steps', '300', '--log-every', '100'] + _episodes(20) + SMALL
   args = base + ['--out', out]
@@ -172,7 +172,13 @@ def test_time_limit_stops_at_a_checkpoint_and_resume_finishes(tmp_path, capsys):
   printed = capsys.readouterr()
   assert 'stopped training at step 100 of 300' in printed.err
   assert 'mse' in stopped and _last_json(printed.out) == stopped and [m['step'] for m in read_metrics(out)] == [100]
+  from jmeta import experiments
+  made, original = [], experiments.initial_state
+  monkeypatch.setattr(experiments, 'initial_state', lambda e, abstract=False: made.append(abstract) or
+                      original(e, abstract=abstract))
   cli.main(args + ['--resume'])
+  assert made == [True]  # restored into the state's shapes: its initialisation is neither compiled nor run
+  monkeypatch.undo()
   assert [m['step'] for m in read_metrics(out)] == [100, 200, 300]
   whole = str(tmp_path / 'whole')
   cli.main(base + ['--out', whole])
