@@ -18,8 +18,7 @@ SMALL = ['--dataset', 'sinusoid', '--meta-batch', '4', '--no-progress']
 
 
 def _episodes(n) -> list:
-  """`--eval-episodes n` and as many validation episodes: sinusoid validates on its test sampler, so the two
-  evaluations are one compiled program (the default 200 validation episodes would compile another)."""
+  """`--eval-episodes n` and as many validation episodes, not the default 200 at each of a run's validations."""
   return ['--eval-episodes', str(n), '--valid-episodes', str(n)]
 
 
