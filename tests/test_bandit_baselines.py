@@ -90,10 +90,14 @@ def bandit_tasks():
   return env, tasks, jax.random.split(jax.random.PRNGKey(1), TASKS)
 
 
+@functools.lru_cache(maxsize=None)  # one program per policy, however often it runs
+def _rollouts(env, policy, params):
+  return jax.jit(jax.vmap(lambda p, k: rollout(env, policy, params, p, k, steps=PULLS,
+                                               carry=bandits.initial_counts(ARMS))))
+
+
 def _run(env, policy, params, tasks, keys):
-  fn = jax.jit(jax.vmap(lambda p, k: rollout(env, policy, params, p, k, steps=PULLS,
-                                             carry=bandits.initial_counts(ARMS))))
-  out = fn(tasks, keys)
+  out = _rollouts(env, policy, params)(tasks, keys)
   return np.asarray(out.action), np.asarray(out.reward)
 
 
