@@ -3,6 +3,7 @@ command writes records with their fields and prints its table last."""
 
 import dataclasses
 import json
+import subprocess
 import sys
 
 import jax
@@ -49,12 +50,12 @@ def test_torch_encoders_pad_as_flax_same(size, stride):
 
 
 @pytest.mark.slow
-def test_bench_command_writes_records_and_prints_the_table_last(tmp_path, capsys):
+def test_bench_command_writes_records_and_prints_the_table_last(tmp_path):
   out = tmp_path / 'bench.json'
-  # One JAX and one PyTorch implementation: the others write their records through the same code. The command runs
-  # in this process; each pair still runs in a fresh process of its own, as the command starts them.
-  cli.main(['bench', '--quick', '--case', 'maml2_sinusoid', '--impl', 'jmeta', 'torch_func', '--steps', '2',
-            '--vmap-size', '3', '--json', str(out)])
+  # One JAX and one PyTorch implementation: the others write their records through the same code.
+  done = subprocess.run([sys.executable, '-m', 'jmeta.cli', 'bench', '--quick', '--case', 'maml2_sinusoid',
+                         '--impl', 'jmeta', 'torch_func', '--steps', '2', '--vmap-size', '3', '--json', str(out)],
+                        check=True, capture_output=True, text=True)
   records = json.loads(out.read_text())
   pairs = {(r['case'], r['impl']) for r in records}
   assert pairs == {('maml2_sinusoid', i) for i in ('jmeta', 'torch_func')}
@@ -67,7 +68,7 @@ def test_bench_command_writes_records_and_prints_the_table_last(tmp_path, capsys
     assert r['config']['meta_batch'] == 4 and r['config']['vmap_size'] == 3  # a chunk of 3 and one of 1
   jmeta = next(r for r in records if r['impl'] == 'jmeta' and r['case'] == 'maml2_sinusoid')
   assert jmeta['compile_s'] > 0 and jmeta['xla_flops'] > 0 and jmeta['xla_memory_mb'] > 0
-  lines = capsys.readouterr().out.strip().splitlines()
+  lines = done.stdout.strip().splitlines()
   assert lines[-1].startswith('| maml2_sinusoid | torch_func |') and lines[-4].startswith('| case | impl |')
 
 
