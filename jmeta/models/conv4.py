@@ -20,8 +20,11 @@ statistics computed when it is called, so it is pure, and one of two ways:
 - `apply(params, x, reference=support_x)`: statistics of `reference` only (the support set of the task), applied
   to every example of `x`. The output for one example of `x` then depends on that example and the support set,
   not on the rest of `x`: a non-transductive evaluation with task-specific statistics, in place of the running
-  averages a stateful BatchNorm would keep. It runs the reference through the network alongside `x` (Flax's
-  BatchNorm `mask`), so it costs a forward pass of the reference too.
+  averages a stateful BatchNorm would keep. It runs the reference through the network alongside `x` (BatchNorm's
+  `mask`), so it costs a forward pass of the reference too.
+
+BatchNorm is `jmeta.nn.BatchNorm`: the outputs and params of `flax.linen.BatchNorm(use_running_average=False,
+use_fast_variance=False)`, in one pass over the activations each way.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class ConvBlock(nn.Module):
                   padding=self.padding, name='conv')(x)
     if mask is not None:
       mask = jnp.reshape(mask, (-1,) + (1,) * (x.ndim - 1))
-    x = nn.BatchNorm(use_running_average=False, use_fast_variance=False, name='norm')(x, mask=mask)
+    x = jnn.BatchNorm(name='norm')(x, mask=mask)
     x = nn.relu(x)
     if self.pool:
       if min(x.shape[1:3]) < 2:

@@ -39,7 +39,7 @@ class ResidualBlock(nn.Module):
       mask = jnp.reshape(mask, (-1, 1, 1, 1))
 
     def norm(h, name):
-      return nn.BatchNorm(use_running_average=False, use_fast_variance=False, name=name)(h, mask=mask)
+      return jnn.BatchNorm(name=name)(h, mask=mask)
 
     h = x
     for i in range(3):
