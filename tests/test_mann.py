@@ -1,6 +1,7 @@
 """Sequence learners (jmeta.algorithms.mann) over label-offset episodes: scan against loops, causality, batching."""
 
 import functools
+import logging
 
 import chex
 import jax
@@ -163,3 +164,17 @@ def test_string_labels_train_one_softmax_per_character():
   np.testing.assert_allclose(loss, per_char.sum(1).mean(), rtol=1e-6)
   hits = np.all(np.asarray(logits).reshape(-1, 5, 5).argmax(-1) == np.asarray(task.labels), axis=1)
   np.testing.assert_allclose(metrics['accuracy'], hits.mean())
+
+
+def test_init_params_compiles_once_for_equal_module_settings(caplog):
+  """Equal modules (separate objects, settings no other test uses) and equal shapes share one compiled program,
+  which gives the same parameters for the same key."""
+  make = lambda: MANNClassifier(WAYS, hidden=5, slots=3, width=2, heads=1)  # noqa: E731
+  keys, x = [jax.random.PRNGKey(i) for i in (0, 1, 0)], jnp.zeros((7,))  # made here: their ops compile too
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    a, b, again = [init_params(make(), k, x) for k in keys]
+  compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling ')]
+  assert len(compiled) == 1 and compiled[0].startswith('Compiling jit(init_params)'), compiled
+  chex.assert_trees_all_equal(a, again)
+  chex.assert_trees_all_equal_shapes(a, b)
+  assert not np.array_equal(a['params']['head']['kernel'], b['params']['head']['kernel'])

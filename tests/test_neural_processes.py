@@ -1,7 +1,9 @@
 """Neural processes against independent references: permutations and padding of the context, the ELBO's terms and
 the Gaussian formulas by hand (NumPy, SciPy), float64 finite differences, and a short run that learns."""
 
+import logging
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from jmeta import experiments, losses
 from jmeta.algorithms.neural_process import data_key, joint_log_likelihood, neural_process, predictive_moments
 from jmeta.datasets import gp_functions
 from jmeta.models import NeuralProcess
+from jmeta.models.neural_process import init_params
 from jmeta.tasks import Split, Task
 
 
@@ -262,3 +265,16 @@ def test_registry_builds_each_neural_process_on_gp_and_sinusoid():
     experiments.resolve(experiments.Config('cnp', 'gp', context_min=5, context_max=4))
   with pytest.raises(ValueError, match=r'anp: hidden \(12\) must be a multiple of heads \(8\)'):
     experiments.resolve(experiments.Config('anp', 'gp', hidden=12))
+
+
+def test_init_params_compiles_once_for_equal_model_settings(caplog):
+  """Equal models (separate objects, settings no other test uses) share one compiled program, which gives the
+  same parameters for the same key."""
+  keys = [jax.random.PRNGKey(i) for i in (0, 1, 0)]  # made here: their ops compile too
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    a, b, again = [init_params(NeuralProcess(hidden=3, encoder_layers=2, decoder_layers=1), k) for k in keys]
+  compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling ')]
+  assert len(compiled) == 1 and compiled[0].startswith('Compiling jit(init_params)'), compiled
+  chex.assert_trees_all_equal(a, again)
+  chex.assert_trees_all_equal_shapes(a, b)
+  assert not np.array_equal(a['params']['decoder']['head']['kernel'], b['params']['decoder']['head']['kernel'])

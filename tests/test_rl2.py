@@ -2,8 +2,10 @@
 teacher-forced Python loop, trials under vmap against a loop, a small bandit it learns, and the command line."""
 
 import json
+import logging
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,3 +170,17 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
   assert again['reward'] == record['reward'] and again['episodes'] == 20
   lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in lines] == [2, 4] and {'reward', 'entropy', 'value_loss'} <= set(lines[-1])
+
+
+def test_init_params_compiles_once_for_equal_module_settings(caplog):
+  """Equal policies (separate objects, settings no other test uses) on equal environments share one compiled
+  program, which gives the same parameters for the same key."""
+  keys = [jax.random.PRNGKey(i) for i in (0, 1, 0)]  # made here: their ops compile too
+  envs_ = [envs.bernoulli_bandit(3) for _ in keys]  # separate Environment objects with equal observations
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    a, b, again = [init_params(GRUPolicy(3, hidden=5), k, env) for k, env in zip(keys, envs_)]
+  compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling ')]
+  assert len(compiled) == 1 and compiled[0].startswith('Compiling jit(_init)'), compiled
+  chex.assert_trees_all_equal(a, again)
+  chex.assert_trees_all_equal_shapes(a, b)
+  assert not np.array_equal(a['params']['policy']['kernel'], b['params']['policy']['kernel'])

@@ -7,6 +7,7 @@ label of step `t` arriving as an input at step `t + 1`, and learns the episode's
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -82,9 +83,11 @@ def mann(module, classes: int | None = None) -> MetaLearner:
                           module.initial_carry(), classes)
 
 
+@functools.partial(jax.jit, static_argnames='module')
 def init_params(module, key: jax.Array, example_x: jax.Array) -> Params:
-  """The module's parameters for inputs shaped like one step's `example_x`."""
-  return jax.jit(module.init)(key, module.initial_carry(), example_x, jnp.zeros((module.classes,), jnp.float32))
+  """The module's parameters for inputs shaped like one step's `example_x`. One compiled program per module
+  setting and input shape (the module is a static argument), reused by every call."""
+  return module.init(key, module.initial_carry(), example_x, jnp.zeros((module.classes,), jnp.float32))
 
 
 def _unit_interval(value, name: str) -> float:

@@ -19,6 +19,7 @@ tasks, and `jmeta train --algo rl2 --dataset bandit` trains on them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -197,10 +198,15 @@ def rl2(module: GRUPolicy, env: Environment, steps: int, *, discount: float = 0.
 
 
 def init_params(module: GRUPolicy, key: jax.Array, env: Environment) -> Params:
-  """The module's parameters for `env`'s observations."""
-  obs = jnp.zeros(env.observation.shape, env.observation.dtype)
-  return jax.jit(module.init)(key, module.initial_carry(), obs, jnp.zeros((), jnp.int32), jnp.zeros(()),
-                              jnp.ones((), bool))
+  """The module's parameters for `env`'s observations. One compiled program per module setting and observation
+  shape, reused by every call."""
+  return _init(module, key, env.observation)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init(module: GRUPolicy, key: jax.Array, observation: jax.ShapeDtypeStruct) -> Params:
+  obs = jnp.zeros(observation.shape, observation.dtype)
+  return module.init(key, module.initial_carry(), obs, jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.ones((), bool))
 
 
 def _unit(value, name: str, allow_zero: bool = False) -> float:

@@ -8,6 +8,7 @@ targets' `x` to the context's), an optional latent path (MLP, mean, a Gaussian o
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -155,7 +156,9 @@ class NeuralProcess(nn.Module):
     return self.decode(encoding, z, x_target)
 
 
+@functools.partial(jax.jit, static_argnames='model')
 def init_params(model: NeuralProcess, key: jax.Array):
-  """`model`'s parameters, initialised on a one-point context and target."""
+  """`model`'s parameters, initialised on a one-point context and target. One compiled program per model setting
+  (the model is a static argument), reused by every call."""
   x, y = jnp.zeros((1, model.x_dim)), jnp.zeros((1, model.y_dim))
-  return jax.jit(model.init)(key, x, y, jnp.ones((1,), bool), x)
+  return model.init(key, x, y, jnp.ones((1,), bool), x)
