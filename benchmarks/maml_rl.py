@@ -37,7 +37,7 @@ from jmeta.envs import NavigationParams
 from jmeta.evaluation import summarize
 from jmeta.training import fit, read_metrics
 
-from report import matmul_rates  # benchmarks/report.py, beside this script
+from report import matmul_rate  # benchmarks/report.py, beside this script
 
 mrl = importlib.import_module('jmeta.algorithms.maml_rl')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -177,10 +177,9 @@ def main() -> None:
   args.out = args.out or os.path.join(HERE, 'results')
   args.runs = args.runs or os.path.join(HERE, 'runs')
   os.makedirs(args.out, exist_ok=True)
-  rate = lambda: matmul_rates(args.quick)['best']  # noqa: E731
   header = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                 command='python benchmarks/maml_rl.py ' + ' '.join(os.sys.argv[1:]),
-                matmul_gflops_before=rate(), load_average_before=os.getloadavg())
+                matmul_gflops_before=matmul_rate(args.quick), load_average_before=os.getloadavg())
   t_start = time.perf_counter()
   fields = dict(steps=args.steps, outer_lr=args.outer_lr, seed=args.seed, **small)
   test_key = jax.random.fold_in(jax.random.PRNGKey(args.seed), 7_777_777)  # no training stream uses it
@@ -232,7 +231,7 @@ def main() -> None:
     r['eval_s'] = round(time.perf_counter() - t0 - r.get('this_call_s', 0.0), 1)
     results.append(r)
     print(f"{method}: " + ' '.join(f'{v:.2f}' for v in r['returns']), flush=True)
-  header.update(matmul_gflops_after=rate(), load_average_after=os.getloadavg(),
+  header.update(matmul_gflops_after=matmul_rate(args.quick), load_average_after=os.getloadavg(),
                 total_s=round(time.perf_counter() - t_start, 1), trajectories=args.trajectories, horizon=args.horizon)
   report = dict(header, results=results)
   path = os.path.join(args.out, f'maml_rl{args.tag}.json')

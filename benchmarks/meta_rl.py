@@ -37,7 +37,7 @@ from jmeta.envs import bernoulli_bandit, rollout
 from jmeta.evaluation import summarize
 from jmeta.training import fit
 
-from report import matmul_rates  # benchmarks/report.py, beside this script
+from report import matmul_rate  # benchmarks/report.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = (5, 10, 50)
@@ -254,9 +254,8 @@ def main() -> None:
   args.out = args.out or os.path.join(HERE, 'results')
   args.runs = args.runs or os.path.join(HERE, 'runs')
   os.makedirs(args.out, exist_ok=True)
-  rate = lambda: matmul_rates(args.quick)['best']  # noqa: E731
   header = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
-                matmul_gflops_before=rate())
+                matmul_gflops_before=matmul_rate(args.quick))
   from report import merge
   path = os.path.join(args.out, 'meta_rl.json')
   header['command'] = 'python benchmarks/meta_rl.py ' + ' '.join(os.sys.argv[1:])
@@ -280,7 +279,7 @@ def main() -> None:
     merge(path, [row], {**header, 'baseline_seconds': seconds}, order)
     print(f'{name}: rl2 {row["reward"]:.2f} +- {row["ci95"]:.2f} after {row["steps"]} steps, {row["train_s"]} s',
           flush=True)
-  header['matmul_gflops_after'] = rate()
+  header['matmul_gflops_after'] = matmul_rate(args.quick)
   this_run = {k: header[k] for k in ('command', 'matmul_gflops_before', 'matmul_gflops_after')}
   this_run['rows'] = [r['row'] for r in rows]
   report = merge(path, [], {**header, 'baseline_seconds': seconds, 'runs': earlier + [this_run]}, order)

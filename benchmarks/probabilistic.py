@@ -140,10 +140,9 @@ def _summary(values) -> dict:
 
 def run(args) -> dict:
   from report import matmul_rate  # benchmarks/report.py, beside this script
-  rate = lambda: matmul_rate(args.quick)  # noqa: E731
   report = {'benchmark': 'probabilistic', 'quick': args.quick, 'machine': {
       'processor': platform.processor() or platform.machine(), 'cpus': os.cpu_count(), 'jax': jax.__version__,
-      'matmul_gflops_before': rate()}, 'settings': {
+      'matmul_gflops_before': matmul_rate(args.quick)}, 'settings': {
           'shots': SHOTS, 'queries': QUERIES, 'noise': NOISE, 'window': WINDOW, 'samples': args.samples,
           'episodes': args.episodes, 'minutes_cap': args.minutes, **RECIPE}}
   t_start = time.perf_counter()
@@ -219,7 +218,7 @@ def run(args) -> dict:
   report['results'] = rows
   report['command'] = 'python benchmarks/probabilistic.py' + (' --quick' if args.quick else '')
   report['total_seconds'] = round(time.perf_counter() - t_start, 1)
-  report['machine']['matmul_gflops_after'] = rate()
+  report['machine']['matmul_gflops_after'] = matmul_rate(args.quick)
   plot(curves, amb_tasks, plain_tasks, args)
   return report
 
