@@ -23,12 +23,13 @@ class RelationModule(nn.Module):
   sigmoid FC output. `[pairs, H, W, 2 * C] -> [pairs]` relation scores in (0, 1).
 
   Defaults are the paper's (64 filters, FC sizes 8 and 1) with the authors' Omniglot padding ('SAME'); BatchNorm
-  uses batch statistics, as `jmeta.models.conv4` describes.
+  uses batch statistics, as `jmeta.models.conv4` describes. Its kernels are shared by every pair, hence
+  `SharedConv`.
   """
   filters: int = 64
   hidden: int = 8
   padding: str | Sequence[str] = 'SAME'
-  conv: type = jnn.Conv
+  conv: type = jnn.SharedConv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
