@@ -106,22 +106,16 @@ def _score(final: np.ndarray) -> float:
   return float(np.mean(np.log(np.maximum(final, 1e-30))))
 
 
-def _with_learned(learned: dict | None, grid) -> tuple[tuple, tuple]:
-  """The makers and args of `curves` for the `learned` optimizers ({name: (make, meta_params)}, if any) and then
-  every baseline over `grid`."""
-  learned = tuple((learned or {}).values())
-  return (tuple(make for make, _ in learned) + tuple(BASELINES.values()),
-          tuple(jax.tree.map(lambda x: x[None], meta) for _, meta in learned) +
-          (jnp.asarray(grid),) * len(BASELINES))
+def _baselines(grid) -> tuple[tuple, tuple]:
+  """The makers and args of `curves` for every baseline over `grid`: tuning and evaluation share their program."""
+  return tuple(BASELINES.values()), (jnp.asarray(grid),) * len(BASELINES)
 
 
-def tune(family, keys, steps: int, grid, learned: dict | None = None) -> dict:
-  """The grid for each baseline: the mean log final loss at each step size, and the best step size. With `learned`
-  (--quick), the learned optimizers' curves come along unused: the program is then `evaluate`'s, one per family."""
+def tune(family, keys, steps: int, grid) -> dict:
+  """The grid for each baseline: the mean log final loss at each step size, and the best step size."""
   out = {}
-  makes, args = _with_learned(learned, grid)
-  every = curves(makes, family, keys, steps, args)[len(learned or ()):]
-  for name, c in zip(BASELINES, every):
+  makes, args = _baselines(grid)
+  for name, c in zip(BASELINES, curves(makes, family, keys, steps, args)):
     scores = {lr: _score(f) for lr, f in zip(grid, c[:, :, -1])}
     best = min(scores, key=scores.get)
     out[name] = {'grid': {f'{lr:g}': s for lr, s in scores.items()}, 'best_lr': best}
@@ -141,26 +135,21 @@ def summary(c: np.ndarray, at) -> dict:
   return row
 
 
-def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict, together: bool = False) -> dict:
-  """Curves of each optimizer on each family's held-out tasks; `together` (--quick): learned and baselines in one
-  program, the one `tune(..., learned)` compiled."""
+def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict) -> dict:
+  """Curves of each optimizer on each family's held-out tasks: the learned optimizers ({name: (make, meta_params)})
+  in one program, the baselines in tuning's."""
   out = {}
   for fname, family in families.items():
     out[fname] = {}
     for steps in horizons[fname]:
-      res = {}
+      makes = tuple(make for make, _ in learned.values())
+      metas = tuple(jax.tree.map(lambda x: x[None], meta) for _, meta in learned.values())
+      res = {name: c[0] for name, c in zip(learned, curves(makes, family, keys[fname], steps, metas))}
       # The whole grid, as tuned: the same shapes reuse tuning's compiled program (len(grid) times the compute of
       # one step size, far less than a compile at these sizes); the tuned step size's curves are kept.
       grid = [float(g) for g in tuned[fname][str(steps)][next(iter(BASELINES))]['grid']]
-      if together:
-        makes, args = _with_learned(learned, grid)
-        every = curves(makes, family, keys[fname], steps, args)
-      else:
-        makes, args = _with_learned(learned, ())
-        every = (curves(makes[:len(learned)], family, keys[fname], steps, args[:len(learned)]) +
-                 curves(tuple(BASELINES.values()), family, keys[fname], steps, (jnp.asarray(grid),) * len(BASELINES)))
-      res.update({name: c[0] for name, c in zip(learned, every)})
-      for name, c in zip(BASELINES, every[len(learned):]):
+      makes, args = _baselines(grid)
+      for name, c in zip(BASELINES, curves(makes, family, keys[fname], steps, args)):
         res[name] = c[grid.index(tuned[fname][str(steps)][name]['best_lr'])]
       at = sorted({0, 10, min(50, steps), min(100, steps), steps})
       out[fname][str(steps)] = {
@@ -227,10 +216,9 @@ def main() -> None:
     return
   os.makedirs(args.out, exist_ok=True)
   from report import matmul_rates  # benchmarks/report.py, beside this script
-  gflops = lambda: matmul_rates(args.quick)  # noqa: E731
   t0 = time.perf_counter()
   machine = {'cpus': os.cpu_count(), 'cores_used': len(os.sched_getaffinity(0)), 'platform': platform.platform(),
-             'backend': jax.default_backend(), 'jax': jax.__version__, 'matmul_gflops_before': gflops()}
+             'backend': jax.default_backend(), 'jax': jax.__version__, 'matmul_gflops_before': matmul_rates(args.quick)}
   quick = args.quick
   tasks = 4 if quick else args.tasks
   tune_tasks = 4 if quick else args.tune_tasks
@@ -273,9 +261,9 @@ def main() -> None:
   test_keys = {f: jax.random.split(jax.random.fold_in(root, 1000 + i), tasks) for i, f in enumerate(families)}
   tuning = {}
   for f, family in families.items():
-    tuning[f] = {str(s): tune(family, train_keys, s, grid, learned if quick else None) for s in horizons[f]}
+    tuning[f] = {str(s): tune(family, train_keys, s, grid) for s in horizons[f]}
     print('tuned', f, {s: {n: t[n]['best_lr'] for n in t} for s, t in tuning[f].items()}, flush=True)
-  results = evaluate(families, learned, tuning, test_keys, horizons, together=quick)
+  results = evaluate(families, learned, tuning, test_keys, horizons)
   report = {'benchmark': 'learned_optimizers', 'quick': quick, 'machine': machine,
             'command': 'python benchmarks/learned_optimizers.py' + (' --quick' if quick else '') +
             (f' --minutes {args.minutes:g}' if args.minutes != 8 else '') + (' --omniglot' if args.omniglot else ''),
@@ -287,7 +275,7 @@ def main() -> None:
                              ['mean'], 'adam': adam100} for name in learned}
   for v in report['target'].values():
     v['beats_adam'] = v['loss'] is not None and v['loss'] < adam100
-  machine['matmul_gflops_after'] = gflops()
+  machine['matmul_gflops_after'] = matmul_rates(args.quick)
   report['total_seconds'] = round(time.perf_counter() - t0, 1)
   with open(path, 'w') as f:
     json.dump(report, f, indent=1)
