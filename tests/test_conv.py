@@ -1,7 +1,5 @@
 """`jmeta.nn.Conv` against `flax.linen.Conv`: values, first- and second-order gradients, vmap, both impls."""
 
-import importlib
-
 import chex
 import flax.linen as nn
 import jax
@@ -12,9 +10,7 @@ import pytest
 from jmeta.nn import Conv, conv, resolve_impl
 from jmeta.nn.conv import SMALL_CIN
 
-conv_lib = importlib.import_module('jmeta.nn.conv')  # the module: the attribute jmeta.nn.conv is the function
-
-IMPLS = ('im2col', 'xla', 'xla_im2col_grad')
+IMPLS = ('im2col', 'xla')
 # (input shape, kernel size, strides, padding, use_bias); odd sizes, both im2col patch layouts (channels
 # <= SMALL_CIN take the channel-major one), stride 1 and 2, SAME / VALID / explicit, with and without bias.
 CASES = [
@@ -127,22 +123,8 @@ def test_one_and_three_dimensional_windows_equal_flax():
     chex.assert_trees_all_close(jax.jit(ours.apply)(params, x), jax.jit(ref.apply)(params, x), atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize('chunk_bytes', [1, 6000])
-def test_kernel_gradient_in_chunks_equals_flax(monkeypatch, chunk_bytes):
-  """'xla_im2col_grad' builds the kernel gradient's patches a chunk of images at a time: one image per chunk, and
-  chunks of 2 of 6 images (the largest divisor that fits), with two leading batch dimensions; float64."""
-  monkeypatch.setattr(conv_lib, 'CHUNK_BYTES', chunk_bytes)
-  with jax.enable_x64(True):
-    rng = np.random.default_rng(1)
-    x, kernel = _normal(rng, (2, 3, 7, 5, 3), jnp.float64), _normal(rng, (3, 3, 3, 4), jnp.float64)
-    grads = lambda impl: jax.grad(lambda k, x: jnp.sum(jnp.sin(conv(x, k, 2, impl=impl))), (0, 1))  # noqa: E731
-    ours, xla = jax.jit(lambda k, x: (grads('xla_im2col_grad')(k, x), grads('xla')(k, x)))(kernel, x)
-    chex.assert_trees_all_close(ours, xla, atol=1e-12, rtol=1e-12)
-
-
 def test_impl_resolution():
   assert resolve_impl('auto') == ('im2col' if jax.default_backend() == 'cpu' else 'xla')
-  assert resolve_impl('shared') == ('xla_im2col_grad' if jax.default_backend() == 'cpu' else 'xla')
   assert resolve_impl('xla') == 'xla'
   with pytest.raises(ValueError, match='impl'):
     resolve_impl('cudnn')

@@ -23,13 +23,12 @@ class RelationModule(nn.Module):
   sigmoid FC output. `[pairs, H, W, 2 * C] -> [pairs]` relation scores in (0, 1).
 
   Defaults are the paper's (64 filters, FC sizes 8 and 1) with the authors' Omniglot padding ('SAME'); BatchNorm
-  uses batch statistics, as `jmeta.models.conv4` describes. Its kernels are shared by every pair, hence
-  `SharedConv`.
+  uses batch statistics, as `jmeta.models.conv4` describes.
   """
   filters: int = 64
   hidden: int = 8
   padding: str | Sequence[str] = 'SAME'
-  conv: type = jnn.SharedConv
+  conv: type = jnn.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:

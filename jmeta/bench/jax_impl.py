@@ -14,7 +14,6 @@ from jmeta import algorithms, losses
 from jmeta.bench.cases import Case
 from jmeta.models import conv4
 from jmeta.models.mlp import MLP
-from jmeta.nn import SharedConv
 from jmeta.tasks import Split, Task
 from jmeta.training.meta_step import TrainState, meta_step
 
@@ -32,8 +31,8 @@ def model(case: Case, conv: type | None = None) -> Model:
     mlp = MLP(hidden=(40, 40), out=1)
     return Model(lambda key, x: mlp.init(key, x)['params'], lambda p, x: mlp.apply({'params': p}, x))
   kw = {} if conv is None else {'conv': conv}
-  if case.kind == 'protonet':  # one shared encoder, as the registry builds ProtoNets'
-    return Model(*conv4.functional(conv4.conv4_protonet(case.filters, case.blocks, **{'conv': SharedConv, **kw})))
+  if case.kind == 'protonet':
+    return Model(*conv4.functional(conv4.conv4_protonet(case.filters, case.blocks, **kw)))
   encoder = (conv4.conv4_protonet if case.pooled else conv4.conv4_maml)(case.filters, case.blocks, **kw)
   return Model(*conv4.functional(conv4.Classifier(encoder, case.ways)))
 

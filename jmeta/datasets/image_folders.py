@@ -414,22 +414,18 @@ def sampler(data: ImageSplit, ways: int, shots: int, queries: int) -> Callable[[
 
 
 def _models(c):
-  """conv4 with max-pooling (Finn et al.'s mini-ImageNet model, Snell et al.'s encoder) or ResNet-12; the
-  embeddings' kernels are shared by every example (no per-task weights), so they take `SharedConv`."""
+  """conv4 with max-pooling (Finn et al.'s mini-ImageNet model, Snell et al.'s encoder) or ResNet-12."""
   from jmeta.models import conv4
   from jmeta.models.resnet12 import resnet12
-  from jmeta.nn import Conv, SharedConv
-
-  def encoder(conv):
-    return conv4.conv4_protonet(c.filters, c.blocks, conv=conv) if c.encoder == 'conv4' else resnet12(conv=conv)
 
   def model(role: str):
+    encoder = conv4.conv4_protonet(c.filters, c.blocks) if c.encoder == 'conv4' else resnet12()
     if role == 'predictor':
-      return conv4.functional(conv4.Classifier(encoder(Conv), c.ways))
+      return conv4.functional(conv4.Classifier(encoder, c.ways))
     if role == 'embedding':
-      return conv4.functional(encoder(SharedConv))
+      return conv4.functional(encoder)
     if role == 'feature_map' and c.encoder == 'conv4':
-      return conv4.functional(conv4.conv4_relation(c.filters, c.blocks, conv=SharedConv))
+      return conv4.functional(conv4.conv4_relation(c.filters, c.blocks))
     raise ValueError(f'{c.dataset} provides predictor and embedding models (and feature_map with conv4), '
                      f'not {role!r}')
 

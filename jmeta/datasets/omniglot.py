@@ -421,18 +421,16 @@ def run_tasks(runs: Runs) -> Task:
 
 def _models(c):
   """conv4 as each learner needs it: Finn et al.'s classifier (stride 2, a `ways`-way head), Snell et al.'s
-  embedding (max-pooling) or Sung et al.'s feature maps. The embeddings' kernels are shared by every example (no
-  per-task weights), so they take `SharedConv`."""
+  embedding (max-pooling) or Sung et al.'s feature maps."""
   from jmeta.models import conv4
-  from jmeta.nn import SharedConv
 
   def model(role: str):
     if role == 'predictor':
       return conv4.functional(conv4.Classifier(conv4.conv4_maml(c.filters, c.blocks), c.ways))
     if role == 'embedding':
-      return conv4.functional(conv4.conv4_protonet(c.filters, c.blocks, conv=SharedConv))
+      return conv4.functional(conv4.conv4_protonet(c.filters, c.blocks))
     if role == 'feature_map':
-      return conv4.functional(conv4.conv4_relation(c.filters, c.blocks, conv=SharedConv))
+      return conv4.functional(conv4.conv4_relation(c.filters, c.blocks))
     raise ValueError(f'omniglot provides predictor, embedding and feature_map models, not {role!r}')
 
   return model

@@ -7,17 +7,14 @@ input, one per kernel offset) followed by one matmul with the reshaped kernel, s
 becomes a batch dimension of a batched matmul. Which form XLA:CPU runs fastest, and by how much, is measured in
 `benchmarks/conv_variants.py` (notes in `benchmarks/notes/conv_variants.md`).
 
-Where one kernel serves the whole batch (metric learners' encoders: no per-task weights), `impl='shared'` is
-faster on XLA:CPU: `lax.conv_general_dilated` forward and for the input's gradient, where XLA's convolutions are
-fast, and an im2col matmul for the kernel's gradient, where they are slow (`'xla_im2col_grad'`, a `jax.custom_jvp`,
-so forward and reverse mode and their compositions all work). Under `vmap` with per-task kernels it is correct but
-XLA's grouped convolution again, so `'auto'` keeps the patches. On GPU and TPU both keep
-`lax.conv_general_dilated`: cuDNN's and the TPU's convolutions are good there.
+On XLA:CPU the patches also make a plain (non-vmapped) training step as fast or slightly faster, but a forward
+pass alone without per-task weights about 1.7x slower than `lax.conv_general_dilated`: pass `impl='xla'` for
+evaluation-only passes. On GPU and TPU the default keeps `lax.conv_general_dilated`: cuDNN's and the TPU's
+convolutions are good there.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Any, Callable, Sequence
 
@@ -28,28 +25,21 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 from flax.linen.linear import canonicalize_padding, default_kernel_init
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 
-IMPLS = ('auto', 'shared', 'im2col', 'xla', 'xla_im2col_grad')
+IMPLS = ('auto', 'im2col', 'xla')
 SMALL_CIN = 4
 """Inputs with at most this many channels (a network's first layer) take the channel-major patch layout."""
-CHUNK_BYTES = 4 << 20
-"""The kernel gradient of 'xla_im2col_grad' builds its patches for chunks of about this many bytes (cache-sized)."""
 
 
 def resolve_impl(impl: str = 'auto') -> str:
-  """On the CPU backend 'im2col' for `impl='auto'` and 'xla_im2col_grad' for 'shared'; 'xla' for both elsewhere;
-  else `impl` itself (checked)."""
+  """'im2col' on the CPU backend and 'xla' elsewhere for `impl='auto'`; else `impl` itself (checked)."""
   if impl not in IMPLS:
     raise ValueError(f'conv: impl must be one of {IMPLS}, got {impl!r}')
-  cpu = jax.default_backend() == 'cpu'
   if impl == 'auto':
-    return 'im2col' if cpu else 'xla'
-  if impl == 'shared':
-    return 'xla_im2col_grad' if cpu else 'xla'
+    return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
   return impl
 
 
@@ -62,10 +52,8 @@ def conv(x: Array, kernel: Array, strides: int | Sequence[int] = 1, padding: Pad
     kernel: `[*window, in_features, out_features]`, as `flax.linen.Conv`'s 'kernel' parameter.
     strides: an int or one per spatial dimension.
     padding: 'SAME', 'VALID', an int, or per spatial dimension an int or a `(low, high)` pair (as Flax).
-    impl: 'im2col' (patches and a matmul), 'xla' (`lax.conv_general_dilated`), 'xla_im2col_grad' (XLA's
-      convolution, with the kernel's gradient as an im2col matmul), or 'auto' ('im2col' when
-      `jax.default_backend()` is 'cpu', else 'xla') or 'shared' (for a kernel shared by the batch:
-      'xla_im2col_grad' on the CPU, else 'xla').
+    impl: 'im2col' (patches and a matmul), 'xla' (`lax.conv_general_dilated`), or 'auto': 'im2col' when
+      `jax.default_backend()` is 'cpu', else 'xla'.
     precision: passed to the matmul or the convolution.
 
   Returns:
@@ -78,11 +66,8 @@ def conv(x: Array, kernel: Array, strides: int | Sequence[int] = 1, padding: Pad
     raise ValueError(f'conv: input features {x.shape[-1]} != kernel input features {kernel.shape[-2]}')
   strides = (strides,) * n if isinstance(strides, int) else tuple(strides)
   pads = _explicit_pads(padding, x.shape[x.ndim - n - 1:-1], kernel.shape[:n], strides)
-  impl = resolve_impl(impl)
-  if impl == 'xla':
+  if resolve_impl(impl) == 'xla':
     return _conv_xla(x, kernel, strides, pads, precision)
-  if impl == 'xla_im2col_grad':
-    return _conv_xla_im2col_grad(x, kernel, strides, pads, precision)
   return _conv_im2col(x, kernel, strides, pads, precision)
 
 
@@ -105,9 +90,8 @@ class Conv(nn.Module):
     precision: the matmul's or convolution's precision.
     kernel_init: initializer of the kernel.
     bias_init: initializer of the bias.
-    impl: 'auto' (patches and a matmul on the CPU backend, `lax.conv_general_dilated` on GPU/TPU), 'shared'
-      (faster where the kernel is not per-task under `vmap`), or 'im2col', 'xla', 'xla_im2col_grad' to force one
-      (see `conv`).
+    impl: 'auto' (patches and a matmul on the CPU backend, `lax.conv_general_dilated` on GPU/TPU), 'im2col' or
+      'xla' to force one.
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -137,12 +121,6 @@ class Conv(nn.Module):
     if bias is not None:
       y = y + bias
     return y
-
-
-class SharedConv(Conv):
-  """`Conv` with `impl='shared'`: for a kernel that one call applies to its whole batch (an encoder whose weights no
-  `vmap` makes per-task, as in metric learners). Same params and outputs as `Conv` and `flax.linen.Conv`."""
-  impl: str = 'shared'
 
 
 def _pad_mode(x, kernel_size, mode):
@@ -215,55 +193,3 @@ def _conv_im2col(x, kernel, strides, pads, precision):
     p = jnp.concatenate(views, axis=-1).reshape(-1, k)
     y = lax.dot_general(p, w, (((1,), (0,)), ((), ())), precision=precision)
   return y.reshape(batch + tuple(out) + (cout,))
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _conv_xla_im2col_grad(x, kernel, strides, pads, precision):
-  return _conv_xla(x, kernel, strides, pads, precision)
-
-
-def _conv_xla_im2col_grad_jvp(strides, pads, precision, primals, tangents):
-  # Linear in the tangents: reverse mode transposes the input's term into XLA's input-gradient convolution and
-  # the kernel's term into `_kernel_tangent`'s chunked `patches @ cotangent`.
-  x, kernel = primals
-  dx, dkernel = tangents
-  y = _conv_xla(x, kernel, strides, pads, precision)
-  terms = []
-  if not isinstance(dx, SymbolicZero):
-    terms.append(_conv_xla(dx, kernel, strides, pads, precision))
-  if not isinstance(dkernel, SymbolicZero):
-    terms.append(_kernel_tangent(x, dkernel, strides, pads, precision))
-  return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
-
-
-_conv_xla_im2col_grad.defjvp(_conv_xla_im2col_grad_jvp, symbolic_zeros=True)
-
-
-def _kernel_tangent(x, dkernel, strides, pads, precision):
-  """`conv(x, dkernel)` as channel-major patches `[k, m]` contracted with `dkernel` `[k, cout]` over `k`.
-
-  Its transpose, the kernel's gradient, is then `patches @ cotangent` (`[k, m] x [m, cout]`), the matmul layout
-  XLA:CPU runs fastest (the `[m, k]` patches' transposed product ran at half the rate). Images go in chunks of
-  about `CHUNK_BYTES` of patches through a `lax.scan` whose body is rematerialised, so each chunk's patches are
-  built, used and dropped while in cache, in the forward and the transposed scan alike.
-  """
-  n = dkernel.ndim - 2
-  window, (cin, cout) = dkernel.shape[:n], dkernel.shape[n:]
-  batch, spatial = x.shape[:x.ndim - n - 1], x.shape[x.ndim - n - 1:-1]
-  images = int(np.prod(batch))
-  k = int(np.prod(window)) * cin
-  out = [max(0, (s + lo + hi - w) // st + 1) for s, (lo, hi), w, st in zip(spatial, pads, window, strides)]
-  per_image = k * int(np.prod(out)) * x.dtype.itemsize
-  target = max(1, min(images, CHUNK_BYTES // max(per_image, 1)))
-  size = max(d for d in range(1, target + 1) if images % d == 0)  # a divisor of the images: no padded copies
-  w = dkernel.reshape(k, cout)
-
-  @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
-  def chunk(_, xc):
-    views, _ = _shifted_views(jnp.moveaxis(xc, -1, 0), window, strides, pads, 2)  # xc: [cin, size, *spatial]
-    p = jnp.stack(views, 0).reshape(k, -1)
-    return None, lax.dot_general(p, w, (((0,), (0,)), ((), ())), precision=precision)
-
-  xs = x.reshape((images // size, size) + tuple(spatial) + (cin,))
-  _, ys = lax.scan(chunk, None, xs)
-  return ys.reshape(batch + tuple(out) + (cout,))
