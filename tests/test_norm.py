@@ -21,8 +21,8 @@ def _ours(x, params, mask):
 
 
 def test_equals_flax_batch_norm_to_second_order():
-  """Outputs, gradients, reverse-over-reverse (MAML) and forward-over-reverse (iMAML's Hessian-vector products)
-  equal Flax's, without a mask, with an example mask and with a per-feature mask."""
+  """Outputs, forward mode, gradients, reverse-over-reverse (MAML) and forward-over-reverse (iMAML's
+  Hessian-vector products) equal Flax's, without a mask, with an example mask and with a per-feature mask."""
   with jax.enable_x64():
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     x = 3.0 + 2.0 * jax.random.normal(keys[0], (6, 5, 4, 3), jnp.float64)
@@ -41,7 +41,8 @@ def test_equals_flax_batch_norm_to_second_order():
           grad = jax.grad(f, (0, 1))
           second = jax.grad(lambda p, x: sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grad(p, x))), (0, 1))
           hvp = jax.jvp(grad, (params, x), tangent)[1]
-          out.append((norm(x, params, mask), grad(params, x), second(params, x), hvp))
+          forward = jax.jvp(lambda p, x: norm(x, p, mask), (params, x), tangent)
+          out.append((forward, grad(params, x), second(params, x), hvp))
       return out
 
     results = everything(params, x, tangent)

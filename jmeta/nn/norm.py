@@ -5,10 +5,11 @@ of `x - mean` (two passes), and its derivatives are whatever autodiff makes of t
 `x` once but loses float32 precision when the mean is large against the spread (`E[x^2] - E[x]^2`). Here the
 statistics come from one pass over `x - shift`, where `shift` (the spatial mean of the first example) is close to
 the mean, so the difference of moments keeps its precision; and the derivatives are the closed form of batch
-normalisation's gradient (Ioffe & Szegedy, 2015, arXiv:1502.03167, section 3), written as a `jax.custom_vjp` whose
-backward rule is itself plain JAX, so that second-order reverse mode (MAML) and forward-over-reverse (iMAML's
-Hessian-vector products) differentiate it as they would the plain formula. What it saves on XLA:CPU is measured in
-`benchmarks/conv_variants.py` (notes in `benchmarks/notes/conv_variants.md`).
+normalisation's gradient (Ioffe & Szegedy, 2015, arXiv:1502.03167, section 3): a `jax.custom_jvp` whose tangent
+rule is linear and plain JAX, so forward mode, reverse mode (its transpose is the closed form), second order (MAML)
+and forward-over-reverse (iMAML's Hessian-vector products) all differentiate it as they would the plain formula.
+What it saves on XLA:CPU is measured in `benchmarks/conv_variants.py` (notes in
+`benchmarks/notes/conv_variants.md`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 
@@ -72,7 +74,7 @@ def _compute_dtype(x):
   return jnp.promote_types(x.dtype, jnp.float32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
 def _batch_norm(x, scale, bias, mask, epsilon):
   return _forward(x, scale, bias, mask, epsilon)[0]
 
@@ -81,26 +83,32 @@ def _forward(x, scale, bias, mask, epsilon):
   xc = x.astype(_compute_dtype(x))
   mean, var, count = _stats(xc, mask)
   rstd = jax.lax.rsqrt(var + epsilon)
-  y = (xc - mean) * (rstd * scale) + bias
-  return y.astype(x.dtype), (x, mean, rstd, scale, mask, count)
-
-
-def _backward(epsilon, residuals, g):
-  del epsilon
-  x, mean, rstd, scale, mask, count = residuals
-  xc, gc = x.astype(_compute_dtype(x)), g.astype(_compute_dtype(x))
-  axes = tuple(range(x.ndim - 1))
   xhat = (xc - mean) * rstd
-  g_sum, gx_sum = jnp.sum(gc, axes), jnp.sum(gc * xhat, axes)
-  # d/dx of the statistics: only the entries they were taken from carry the two correction terms.
-  correction = (g_sum + xhat * gx_sum) / count
-  if mask is not None:
-    correction = correction * mask.astype(correction.dtype)
-  dx = (gc - correction) * (rstd * scale)
-  return dx.astype(x.dtype), gx_sum.astype(scale.dtype), g_sum.astype(scale.dtype), None
+  return (xhat * scale + bias).astype(x.dtype), (xhat, rstd, count)
 
 
-_batch_norm.defvjp(_forward, _backward)
+def _batch_norm_jvp(epsilon, primals, tangents):
+  # Written as dy = dx * c + xhat * a + b with per-feature a, b, so that reverse mode transposes it into the closed
+  # form (Ioffe & Szegedy's section 3) with one reduction each of the cotangent and of cotangent * xhat, shared by
+  # the input's, the scale's and the bias's gradients.
+  x, scale, bias, mask = primals
+  dx, dscale, dbias, _ = tangents
+  y, (xhat, rstd, count) = _forward(x, scale, bias, mask, epsilon)
+  c = rstd * scale
+  a = jnp.zeros_like(c) if isinstance(dscale, SymbolicZero) else dscale.astype(c.dtype)
+  b = jnp.zeros_like(c) if isinstance(dbias, SymbolicZero) else dbias.astype(c.dtype)
+  dy = xhat * a
+  if not isinstance(dx, SymbolicZero):
+    axes = tuple(range(x.ndim - 1))
+    dxc = dx.astype(xhat.dtype)
+    dm = dxc if mask is None else dxc * mask.astype(dxc.dtype)
+    # d xhat = rstd (dx - mean(dx) - xhat mean(dx xhat)), both means over the entries the statistics come from.
+    dy = dxc * c + xhat * (a - c * (jnp.sum(dm * xhat, axes) / count))
+    b = b - c * (jnp.sum(dm, axes) / count)
+  return y, (dy + b).astype(y.dtype)
+
+
+_batch_norm.defjvp(_batch_norm_jvp, symbolic_zeros=True)
 
 
 class BatchNorm(nn.Module):
