@@ -9,6 +9,10 @@ Cases (random data; Omniglot shapes, 28x28x1 NHWC, conv4 with 64 filters, BatchN
   conv4 with 2x2 max-pools and a linear head (standing in for the prototype loss, same convolutions).
 - proto_fwd: that forward alone.
 
+`xla_im2col_grad` (XLA's convolution forward and for the input's gradient, an im2col matmul for the kernel's, as a
+`jax.custom_jvp`: `XlaIm2colGradConv`) is timed on the ProtoNets step only: under `vmap` with per-task kernels its
+forward is XLA's grouped convolution, the 45 s MAML step of plain `flax.linen.Conv`.
+
 Variants are compiled first (compile time recorded apart), warmed up by one call, then timed in interleaved rounds
 (so a change of load on a shared machine hits all alike); the median of `--runs` runs is reported, with the
 process's CPU time alongside. A variant whose warm-up call takes over `--slow-s` seconds is timed `--slow-runs`
@@ -42,8 +46,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
-from jmeta.nn import Conv
+from jmeta.nn import BatchNorm, Conv
 
 conv_lib = importlib.import_module('jmeta.nn.conv')  # the module: the attribute jmeta.nn.conv is the function
 
@@ -75,6 +80,72 @@ class PatchesConv(nn.Module):
     return p @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin * kh * kw, cout) + bias
 
 
+CHUNK_BYTES = 4 << 20
+"""`_kernel_tangent` builds its patches for chunks of about this many bytes of images (cache-sized)."""
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _xla_im2col_grad(x, kernel, strides, pads):
+  """XLA's convolution, differentiated so that reverse mode computes the input's gradient with XLA's convolution
+  and the kernel's as an im2col matmul (`_kernel_tangent`); forward mode works too."""
+  return conv_lib._conv_xla(x, kernel, strides, pads, None)
+
+
+def _xla_im2col_grad_jvp(strides, pads, primals, tangents):
+  # Linear in the tangents: reverse mode transposes the input's term into XLA's input-gradient convolution and
+  # the kernel's into `_kernel_tangent`'s chunked `patches @ cotangent`.
+  x, kernel = primals
+  dx, dkernel = tangents
+  y = conv_lib._conv_xla(x, kernel, strides, pads, None)
+  terms = []
+  if not isinstance(dx, SymbolicZero):
+    terms.append(conv_lib._conv_xla(dx, kernel, strides, pads, None))
+  if not isinstance(dkernel, SymbolicZero):
+    terms.append(_kernel_tangent(x, dkernel, strides, pads))
+  return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+_xla_im2col_grad.defjvp(_xla_im2col_grad_jvp, symbolic_zeros=True)
+
+
+def _kernel_tangent(x, dkernel, strides, pads):
+  """`conv(x, dkernel)` as channel-major patches `[k, m]` contracted with `dkernel` `[k, cout]` over `k`, so that
+  its transpose, the kernel's gradient, is `patches @ cotangent` (`[k, m] x [m, cout]`, the layout XLA:CPU's dot
+  runs fastest), built a chunk of images at a time in a rematerialised `lax.scan` so each chunk stays in cache."""
+  n = dkernel.ndim - 2
+  window, (cin, cout) = dkernel.shape[:n], dkernel.shape[n:]
+  batch, spatial = x.shape[:x.ndim - n - 1], x.shape[x.ndim - n - 1:-1]
+  images, k = int(np.prod(batch)), int(np.prod(window)) * cin
+  out = [max(0, (s + lo + hi - w) // st + 1) for s, (lo, hi), w, st in zip(spatial, pads, window, strides)]
+  target = max(1, min(images, CHUNK_BYTES // max(k * int(np.prod(out)) * x.dtype.itemsize, 1)))
+  size = max(d for d in range(1, target + 1) if images % d == 0)  # a divisor of the images: no padded copies
+  w = dkernel.reshape(k, cout)
+
+  @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+  def chunk(_, xc):
+    views, _ = conv_lib._shifted_views(jnp.moveaxis(xc, -1, 0), window, strides, pads, 2)  # [cin, size, *spatial]
+    return None, lax.dot_general(jnp.stack(views, 0).reshape(k, -1), w, (((0,), (0,)), ((), ())))
+
+  _, ys = lax.scan(chunk, None, x.reshape((images // size, size) + tuple(spatial) + (cin,)))
+  return ys.reshape(batch + tuple(out) + (cout,))
+
+
+class XlaIm2colGradConv(nn.Module):
+  """`flax.linen.Conv`'s params and outputs through `_xla_im2col_grad` (shared kernels: under `vmap` with per-task
+  kernels its forward is XLA's grouped convolution again)."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: str = 'SAME'
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), self.kernel_size + (x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    pads = conv_lib._explicit_pads(self.padding, x.shape[-3:-1], self.kernel_size, self.strides)
+    return _xla_im2col_grad(x, kernel, tuple(self.strides), pads) + bias
+
+
 class Encoder(nn.Module):
   """conv4 and a linear head: `[batch, 28, 28, 1] -> [batch, classes]`."""
   conv: Any
@@ -82,12 +153,16 @@ class Encoder(nn.Module):
   pool: bool
   classes: int
   reshape_pool: bool = False
+  jmeta_norm: bool = False
 
   @nn.compact
   def __call__(self, x):
     for _ in range(4):
       x = self.conv(64, (3, 3), strides=(self.strides, self.strides), padding='SAME')(x)
-      x = nn.BatchNorm(use_running_average=False, use_fast_variance=False)(x)
+      if self.jmeta_norm:
+        x = BatchNorm()(x)
+      else:
+        x = nn.BatchNorm(use_running_average=False, use_fast_variance=False)(x)
       x = nn.relu(x)
       if self.pool and self.reshape_pool:
         n, h, w, c = x.shape
@@ -178,14 +253,22 @@ VARIANTS = {
     'conv_general_dilated_patches + matmul': (PatchesConv, {}, {}),
     'jmeta Conv im2col + reshape max-pool': (IM2COL, {}, {'reshape_pool': True}),
     'flax.linen.Conv + reshape max-pool': (nn.Conv, {}, {'reshape_pool': True}),
+    'jmeta Conv im2col + jmeta BatchNorm': (IM2COL, {}, {'jmeta_norm': True}),
+    'jmeta Conv im2col + reshape max-pool + jmeta BatchNorm': (IM2COL, {}, {'reshape_pool': True,
+                                                                            'jmeta_norm': True}),
+    'xla_im2col_grad + reshape max-pool': (XlaIm2colGradConv, {}, {'reshape_pool': True}),
+    'xla_im2col_grad + reshape max-pool + jmeta BatchNorm': (XlaIm2colGradConv, {}, {'reshape_pool': True,
+                                                                                            'jmeta_norm': True}),
 }
 CASES = {
     'maml': ['flax.linen.Conv', 'flax.linen.Conv, lax.map over tasks', 'flax.linen.Conv, Python loop over tasks',
-             'jmeta Conv im2col',
-             'conv_general_dilated_patches + matmul'],
+             'jmeta Conv im2col', 'conv_general_dilated_patches + matmul', 'jmeta Conv im2col + jmeta BatchNorm'],
     'maml_fwd': ['flax.linen.Conv', 'jmeta Conv im2col', 'conv_general_dilated_patches + matmul'],
     'proto': ['flax.linen.Conv', 'jmeta Conv im2col', 'conv_general_dilated_patches + matmul',
-              'flax.linen.Conv + reshape max-pool', 'jmeta Conv im2col + reshape max-pool'],
+              'flax.linen.Conv + reshape max-pool', 'jmeta Conv im2col + reshape max-pool',
+              'jmeta Conv im2col + reshape max-pool + jmeta BatchNorm',
+              'xla_im2col_grad + reshape max-pool',
+              'xla_im2col_grad + reshape max-pool + jmeta BatchNorm'],
     'proto_fwd': ['flax.linen.Conv', 'jmeta Conv im2col'],
 }
 ABLATIONS = {
@@ -201,7 +284,7 @@ def build(case, variant):
   conv, _, opts = VARIANTS[variant]
   rng = np.random.default_rng(0)
   if case.startswith('maml'):
-    model = Encoder(conv, strides=2, pool=False, classes=WAYS)
+    model = Encoder(conv, strides=2, pool=False, classes=WAYS, jmeta_norm=opts.get('jmeta_norm', False))
     xs = jnp.asarray(rng.standard_normal((TASKS, WAYS, 28, 28, 1)), jnp.float32)
     xq = jnp.asarray(rng.standard_normal((TASKS, WAYS * QUERIES, 28, 28, 1)), jnp.float32)
     params = model.init(jax.random.key(0), xq[0])['params']
@@ -213,7 +296,8 @@ def build(case, variant):
     if opts.get('tasks_by') == 'loop':
       return PythonLoop(model), (params, xs, ys, xq, yq)
     return jax.jit(maml_step(model, opts.get('tasks_by', 'vmap'))), (params, xs, ys, xq, yq)
-  model = Encoder(conv, strides=1, pool=True, classes=60, reshape_pool=opts.get('reshape_pool', False))
+  model = Encoder(conv, strides=1, pool=True, classes=60, reshape_pool=opts.get('reshape_pool', False),
+                  jmeta_norm=opts.get('jmeta_norm', False))
   x = jnp.asarray(rng.standard_normal((600, 28, 28, 1)), jnp.float32)
   y = jnp.arange(600) % 60
   params = model.init(jax.random.key(0), x)['params']

@@ -1,10 +1,12 @@
 """A meta-step run inside `lax.scan` (as `jmeta.fit` runs its steps) against the same step as one jitted call,
-with `flax.linen.Conv` or `jmeta.nn.Conv` in the encoder and the relation module.
+with `flax.linen.Conv`, `jmeta.nn.Conv` or `conv_variants.XlaIm2colGradConv` in the encoder and the relation module.
 
 XLA:CPU's own convolutions ran about 10x slower inside the scan for the Relation Network step; `jmeta.nn.Conv`
-(strided slices and a matmul) does not. Prints one JSON line per variant:
+(strided slices and a matmul) does not. `xla_im2col_grad` runs XLA's convolution forward and for the input's
+gradient (the kernel's gradient is a matmul). Prints one JSON line per variant:
 
-    python benchmarks/scan_conv.py --algo relation --conv flax jmeta
+    python benchmarks/scan_conv.py --algo relation --conv flax jmeta xla_im2col_grad
+    python benchmarks/scan_conv.py --algo protonet --ways 60 --shots 5 --queries 5 --conv jmeta xla_im2col_grad
 """
 
 from __future__ import annotations
@@ -29,25 +31,28 @@ from jmeta.datasets.episodes import episodes  # noqa: E402
 from jmeta.models import conv4  # noqa: E402
 from jmeta.training.meta_step import init_state, meta_step  # noqa: E402
 
-CONVS = {'flax': nn.Conv, 'jmeta': jnn.Conv}
+from conv_variants import XlaIm2colGradConv  # noqa: E402  (benchmarks/, the script's own folder)
+
+CONVS = {'flax': nn.Conv, 'jmeta': jnn.Conv, 'xla_im2col_grad': XlaIm2colGradConv}
 
 
-def learner(algo: str, conv: type, images):
+def learner(algo: str, conv: type, images, ways: int = 5):
   if algo == 'relation':
     model = conv4.functional(conv4.conv4_relation(conv=conv))
     shape = jax.eval_shape(model.apply, jax.eval_shape(model.init, jax.random.PRNGKey(0), images[:2, 0]),
                            images[:2, 0]).shape
-    return model, algorithms.relation_net(model.apply, 5, shape[1:],
+    return model, algorithms.relation_net(model.apply, ways, shape[1:],
                                           relation_module=algorithms.RelationModule(conv=conv))
   model = conv4.functional(conv4.conv4_protonet(conv=conv))
-  return model, algorithms.protonet(model.apply, 5)
+  return model, algorithms.protonet(model.apply, ways)
 
 
-def measure(algo: str, conv_name: str, steps: int, repeats: int, data_dir: str | None) -> dict:
+def measure(algo: str, conv_name: str, steps: int, repeats: int, data_dir: str | None, ways: int = 5,
+            shots: int = 1, queries: int | None = None) -> dict:
   images = omniglot.split_images(omniglot.load(data_dir), 'train', 'vinyals')
-  model, lrn = learner(algo, CONVS[conv_name], images)
-  queries = 19 if algo == 'relation' else 15
-  sample = episodes(images, 5, 1, queries, rotations=True)
+  model, lrn = learner(algo, CONVS[conv_name], images, ways)
+  queries = queries or (19 if algo == 'relation' else 15)
+  sample = episodes(images, ways, shots, queries, rotations=True)
   key = jax.random.PRNGKey(0)
   outer = optax.adam(1e-3)
   state = init_state(lrn, outer, key, model.init(key, images[:2, 0]))
@@ -55,7 +60,8 @@ def measure(algo: str, conv_name: str, steps: int, repeats: int, data_dir: str |
   step = meta_step(lrn, outer)
   variants = {'one jit call': (jax.jit(step), 1),
               'lax.scan': (jax.jit(lambda s, b: jax.lax.scan(lambda s, _: step(s, b), s, length=steps)), steps)}
-  out = {'algo': algo, 'conv': conv_name, 'steps_per_scan': steps, 'cores': len(os.sched_getaffinity(0))}
+  out = {'algo': algo, 'conv': conv_name, 'ways': ways, 'shots': shots, 'queries': queries, 'steps_per_scan': steps,
+         'cores': len(os.sched_getaffinity(0))}
   for name, (fn, per_call) in variants.items():
     s, _ = fn(state, batch)
     jax.block_until_ready(s)
@@ -76,9 +82,13 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=10, help='meta-steps per scan')
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--data-dir')
+  parser.add_argument('--ways', type=int, default=5)
+  parser.add_argument('--shots', type=int, default=1)
+  parser.add_argument('--queries', type=int, help='per class (default: 19 for relation, 15 for protonet)')
   args = parser.parse_args()
   for conv in args.conv:
-    print(json.dumps(measure(args.algo, conv, args.steps, args.repeats, args.data_dir)), flush=True)
+    record = measure(args.algo, conv, args.steps, args.repeats, args.data_dir, args.ways, args.shots, args.queries)
+    print(json.dumps(record), flush=True)
 
 
 if __name__ == '__main__':
