@@ -63,8 +63,8 @@ MALLOC_ENV = {
 TASKS, WAYS, QUERIES = 32, 5, 15
 
 
-class PatchesConv(nn.Module):
-  """`lax.conv_general_dilated_patches` then a matmul: the patches op is itself a (grouped) convolution."""
+class _ConvForm(nn.Module):
+  """`flax.linen.Conv`'s params (a `[*kernel_size, in, features]` kernel and a bias) around `self.convolve`."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
@@ -74,10 +74,17 @@ class PatchesConv(nn.Module):
   def __call__(self, x):
     kernel = self.param('kernel', nn.initializers.lecun_normal(), self.kernel_size + (x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    return self.convolve(x, kernel) + bias
+
+
+class PatchesConv(_ConvForm):
+  """`lax.conv_general_dilated_patches` then a matmul: the patches op is itself a (grouped) convolution."""
+
+  def convolve(self, x, kernel):
     p = lax.conv_general_dilated_patches(x, self.kernel_size, self.strides, self.padding,
                                          dimension_numbers=('NHWC', 'OIHW', 'NHWC'))
     kh, kw, cin, cout = kernel.shape
-    return p @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin * kh * kw, cout) + bias
+    return p @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin * kh * kw, cout)
 
 
 CHUNK_BYTES = 4 << 20
@@ -130,20 +137,13 @@ def _kernel_tangent(x, dkernel, strides, pads):
   return ys.reshape(batch + tuple(out) + (cout,))
 
 
-class XlaIm2colGradConv(nn.Module):
-  """`flax.linen.Conv`'s params and outputs through `_xla_im2col_grad` (shared kernels: under `vmap` with per-task
-  kernels its forward is XLA's grouped convolution again)."""
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int] = (1, 1)
-  padding: str = 'SAME'
+class XlaIm2colGradConv(_ConvForm):
+  """`flax.linen.Conv`'s outputs through `_xla_im2col_grad` (shared kernels: under `vmap` with per-task kernels its
+  forward is XLA's grouped convolution again)."""
 
-  @nn.compact
-  def __call__(self, x):
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), self.kernel_size + (x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+  def convolve(self, x, kernel):
     pads = conv_lib._explicit_pads(self.padding, x.shape[-3:-1], self.kernel_size, self.strides)
-    return _xla_im2col_grad(x, kernel, tuple(self.strides), pads) + bias
+    return _xla_im2col_grad(x, kernel, tuple(self.strides), pads)
 
 
 class Encoder(nn.Module):
