@@ -1,8 +1,8 @@
-"""XLA:CPU's LLVM optimisation level: compile and step times at -O3 (XLA's default) and at -O1
-(`jmeta.runtime.tune_xla_compile`, which the test suite applies).
+"""XLA:CPU's compile settings: compile and step times with XLA's defaults (LLVM at -O3, the MLIR fusion emitters),
+at -O1, and at -O1 with the older fusion emitters (`jmeta.runtime.tune_xla_compile`, which the tests apply).
 
-Each (round, level) is a fresh process, the levels alternating round by round, since this host's speed drifts
-between minutes. Each process compiles conv4's `init` (16 filters, 2 blocks, 28x28: mostly threefry, the kind of
+Each (round, setting) is a fresh process, the settings in turn, reversed every other round, since this host's
+speed drifts between minutes. Each process compiles conv4's `init` (16 filters, 2 blocks, 28x28: mostly threefry, the kind of
 small program the tests compile by the hundred) and times the `jmeta bench` cases' meta-steps: their small
 `--quick` forms, or with `--full` the full-size cases, as `jmeta bench` runs them.
 
@@ -21,7 +21,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LEVELS = {'O3': '', 'O1': '--xla_backend_optimization_level=1'}
+SETTINGS = {'O3': '', 'O1': '--xla_backend_optimization_level=1',
+          'O1-legacy': '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false'}
 CASES = ('maml2_omniglot_5w1s', 'protonet_omniglot_60w5s')
 
 
@@ -46,31 +47,33 @@ def _child(names: list[str], full: bool, steps: int) -> dict:
   return {'xla_flags': os.environ.get('XLA_FLAGS', ''), 'rows': rows}
 
 
-def _run(level: str, names: list[str], full: bool, steps: int) -> dict:
-  env = {**os.environ, 'XLA_FLAGS': LEVELS[level], 'JMETA_XLA_OPT': 'default'}
+def _run(setting: str, names: list[str], full: bool, steps: int) -> dict:
+  env = {**os.environ, 'XLA_FLAGS': SETTINGS[setting], 'JMETA_XLA_OPT': 'default'}
   argv = ['--child', '--steps', str(steps), '--cases', *names] + (['--full'] if full else [])
   done = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, check=True)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(report: dict) -> str:
-  """Markdown: per program and level, the median over rounds of compile seconds and step milliseconds."""
-  lines = ['| program | level | compile s | step ms | rounds |', '|---|---|---|---|---|']
+  """Markdown: per program and setting, the median over rounds of compile seconds and step milliseconds."""
+  lines = ['| program | setting | compile s | step ms | rounds |', '|---|---|---|---|---|']
   programs = [r['program'] for r in report['runs'][0]['rows']]
   for program in programs:
-    for level in LEVELS:
-      rows = [row for run in report['runs'] if run['level'] == level for row in run['rows']
+    for setting in dict.fromkeys(run['setting'] for run in report['runs']):
+      rows = [row for run in report['runs'] if run['setting'] == setting for row in run['rows']
               if row['program'] == program]
       step = [r['median_ms'] for r in rows if 'median_ms' in r]
       step_text = f'{statistics.median(step):.1f}' if step else '-'
-      lines.append(f"| {program} | {level} | {statistics.median(r['compile_s'] for r in rows):.2f} | {step_text} | "
+      lines.append(f"| {program} | {setting} | {statistics.median(r['compile_s'] for r in rows):.2f} | {step_text} | "
                    f'{len(rows)} |')
   return '\n'.join(lines)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--rounds', type=int, default=3, help='fresh processes per level, alternating')
+  parser.add_argument('--rounds', type=int, default=3, help='fresh processes per setting, in turn')
+  parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=SETTINGS, metavar='SETTING',
+                      help=f'which to compare (default: all of {" ".join(SETTINGS)})')
   parser.add_argument('--full', action='store_true', help="the full-size cases, not their --quick forms")
   parser.add_argument('--steps', type=int, default=10, help='timed meta-steps per case')
   parser.add_argument('--cases', nargs='*', default=list(CASES), choices=CASES, metavar='CASE',
@@ -84,12 +87,13 @@ def main() -> None:
   from jmeta.bench.timing import matmul_gflops
   report = {'benchmark': 'compile_level', 'full': args.full, 'steps': args.steps,
             'command': 'python benchmarks/compile_level.py' + (' --full' if args.full else '') +
-            f' --rounds {args.rounds} --steps {args.steps} --cases {" ".join(args.cases)}'.rstrip(),
+            f' --rounds {args.rounds} --steps {args.steps} --settings {" ".join(args.settings)}'
+            f' --cases {" ".join(args.cases)}'.rstrip(),
             'matmul_gflops_before': matmul_gflops(), 'runs': []}
   for round_ in range(args.rounds):
-    order = list(LEVELS) if round_ % 2 == 0 else list(LEVELS)[::-1]
-    for level in order:
-      report['runs'].append({'round': round_, 'level': level, **_run(level, args.cases, args.full, args.steps)})
+    order = args.settings if round_ % 2 == 0 else args.settings[::-1]
+    for setting in order:
+      report['runs'].append({'round': round_, 'setting': setting, **_run(setting, args.cases, args.full, args.steps)})
   report['matmul_gflops_after'] = matmul_gflops()
   os.makedirs(args.out, exist_ok=True)
   name = 'compile_level_full.json' if args.full else 'compile_level.json'

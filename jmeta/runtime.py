@@ -1,5 +1,5 @@
 """Process-level settings that make XLA:CPU faster here: the `jmeta` command tunes malloc at start-up; the tests
-also lower the compile level."""
+also compile faster."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's <malloc.h>
-_OPT_LEVEL = '--xla_backend_optimization_level'
+_FAST_COMPILE = {'--xla_backend_optimization_level': '1', '--xla_cpu_use_fusion_emitters': 'false'}
 
 
 def tune_malloc() -> bool:
@@ -41,29 +41,33 @@ def tune_malloc() -> bool:
 
 
 def tune_xla_compile() -> bool:
-  """Has XLA:CPU compile with LLVM at -O1 instead of its default -O3 (`--xla_backend_optimization_level=1` in
-  `XLA_FLAGS`), for processes that spend more time compiling than running: the test suite, short runs.
+  """Has XLA:CPU compile faster, for processes that spend more time compiling than running (the test suite,
+  short runs): LLVM at -O1 instead of -O3 and the older fusion emitters instead of the MLIR ones, that is
+  `--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false` in `XLA_FLAGS`.
 
-  Most of the compile time of a small program is LLVM optimising the code XLA emits for fusions and for
-  threefry's unrolled rounds (a conv4 `init`: 1.2 s at -O3, 0.4 s at -O1); convolutions and matmuls are library
-  calls the level does not touch. Measured here (`benchmarks/notes/compile_level.md`): the test suite's wall time
-  a sixth lower, a full-size meta-step's compile 5-10% lower, but its step time from equal to 40% slower (MAML
-  5-way 1-shot on Omniglot), so the `jmeta` command, whose runs are long, does not apply it.
+  Most of the compile time of a small program is spent on the code XLA emits for fusions and for threefry's
+  unrolled rounds; convolutions and matmuls are library calls neither flag touches. Each flag alone gains less
+  than the two together (a conv4 `init`: 1.0 s to compile with XLA's defaults, 0.3 s at -O1, 0.2 s with both;
+  the older emitters alone 2.9 s). Measured here (`benchmarks/notes/compile_level.md`): the test suite's wall
+  time a third lower; full-size meta-steps compile faster but can run slower, so the `jmeta` command, whose runs
+  are long, keeps XLA's defaults.
 
   Call it before JAX starts its backend (the first computation): XLA reads `XLA_FLAGS` once, and processes
   started later inherit it. Applied only for the CPU backend: not when `JAX_PLATFORMS` names another platform or
-  a GPU or TPU plugin is installed (they compile device code through the same flag, unmeasured here). A level
-  already in `XLA_FLAGS` is kept, and `JMETA_XLA_OPT=default` turns it off. Returns whether the flag was added.
+  a GPU or TPU plugin is installed (they compile device code through the level too, unmeasured here). A flag
+  already in `XLA_FLAGS` keeps its value, and `JMETA_XLA_OPT=default` turns this off. Returns whether
+  `XLA_FLAGS` changed.
   """
   flags = os.environ.get('XLA_FLAGS', '')
-  if os.environ.get('JMETA_XLA_OPT', '').lower() == 'default' or _OPT_LEVEL in flags or not _cpu_only():
+  if os.environ.get('JMETA_XLA_OPT', '').lower() == 'default' or not _cpu_only():
     return False
   if 'jax' in sys.modules:
     from jax._src import xla_bridge
     if xla_bridge.backends_are_initialized():
       return False
-  os.environ['XLA_FLAGS'] = f'{flags} {_OPT_LEVEL}=1'.strip()
-  return True
+  added = [f'{name}={value}' for name, value in _FAST_COMPILE.items() if name not in flags]
+  os.environ['XLA_FLAGS'] = ' '.join([flags, *added]).strip()
+  return bool(added)
 
 
 def _cpu_only() -> bool:

@@ -8,8 +8,8 @@ import pytest
 
 from jmeta.runtime import tune_xla_compile
 
-# The `jmeta` command's compile level, here and in every process the tests start (they inherit XLA_FLAGS): the
-# suite is mostly compile time, and LLVM at -O1 takes a sixth off its wall time (benchmarks/notes/compile_level.md).
+# Faster compiles, here and in every process the tests start (they inherit XLA_FLAGS): the suite is mostly compile
+# time, and these settings take a third off its wall time (benchmarks/notes/compile_level.md).
 tune_xla_compile()
 
 _REPO = Path(__file__).resolve().parents[1]

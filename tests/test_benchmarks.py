@@ -156,9 +156,9 @@ def test_learned_optimizers_quick_writes_curves_tuning_and_plot(script, tmp_path
 
 
 def test_compile_level_compares_both_levels_in_fresh_processes(script, tmp_path):
-  table = script('compile_level', '--rounds', '1', '--cases', '--out', str(tmp_path))
+  table = script('compile_level', '--rounds', '1', '--settings', 'O3', 'O1-legacy', '--cases', '--out', str(tmp_path))
   report = json.loads((tmp_path / 'compile_level.json').read_text())
-  assert [(r['level'], r['xla_flags']) for r in report['runs']] == [
-      ('O3', ''), ('O1', '--xla_backend_optimization_level=1')]
+  assert [(r['setting'], r['xla_flags']) for r in report['runs']] == [
+      ('O3', ''), ('O1-legacy', '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false')]
   assert all(r['rows'][0]['program'] == 'conv4_init' and r['rows'][0]['compile_s'] > 0 for r in report['runs'])
-  assert '| conv4_init | O1 |' in table and report['matmul_gflops_after']['best'] > 0
+  assert '| conv4_init | O1-legacy |' in table and report['matmul_gflops_after']['best'] > 0
