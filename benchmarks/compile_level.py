@@ -2,9 +2,9 @@
 at -O1, and at -O1 with the older fusion emitters (`jmeta.runtime.tune_xla_compile`, which the tests apply).
 
 Each (round, setting) is a fresh process, the settings in turn, reversed every other round, since this host's
-speed drifts between minutes. Each process compiles conv4's `init` (16 filters, 2 blocks, 28x28: mostly threefry, the kind of
-small program the tests compile by the hundred) and times the `jmeta bench` cases' meta-steps: their small
-`--quick` forms, or with `--full` the full-size cases, as `jmeta bench` runs them.
+speed drifts between minutes. Each process compiles conv4's `init` (16 filters, 2 blocks, 28x28: mostly
+threefry, the kind of small program the tests compile by the hundred) and times the `jmeta bench` cases'
+meta-steps: their small `--quick` forms, or with `--full` the full-size cases, as `jmeta bench` runs them.
 
     python benchmarks/compile_level.py                # -> results/compile_level.json and a table
     python benchmarks/compile_level.py --full --rounds 2
@@ -22,7 +22,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {'O3': '', 'O1': '--xla_backend_optimization_level=1',
-          'O1-legacy': '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false'}
+            'O1-legacy': '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false'}
 CASES = ('maml2_omniglot_5w1s', 'protonet_omniglot_60w5s')
 
 
@@ -48,7 +48,7 @@ def _child(names: list[str], full: bool, steps: int) -> dict:
 
 
 def _run(setting: str, names: list[str], full: bool, steps: int) -> dict:
-  env = {**os.environ, 'XLA_FLAGS': SETTINGS[setting], 'JMETA_XLA_OPT': 'default'}
+  env = {**os.environ, 'XLA_FLAGS': SETTINGS[setting]}
   argv = ['--child', '--steps', str(steps), '--cases', *names] + (['--full'] if full else [])
   done = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, check=True)
   return json.loads(done.stdout.strip().splitlines()[-1])

@@ -47,7 +47,7 @@ def tune_xla_compile() -> bool:
 
   Most of the compile time of a small program is spent on the code XLA emits for fusions and for threefry's
   unrolled rounds; convolutions and matmuls are library calls neither flag touches. Each flag alone gains less
-  than the two together (a conv4 `init`: 1.0 s to compile with XLA's defaults, 0.3 s at -O1, 0.2 s with both;
+  than the two together (a conv4 `init`: 1.1 s to compile with XLA's defaults, 0.4 s at -O1, 0.3 s with both;
   the older emitters alone 2.9 s). Measured here (`benchmarks/notes/compile_level.md`): the test suite's wall
   time a third lower; full-size meta-steps compile faster but can run slower, so the `jmeta` command, whose runs
   are long, keeps XLA's defaults.

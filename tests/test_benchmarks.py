@@ -155,7 +155,7 @@ def test_learned_optimizers_quick_writes_curves_tuning_and_plot(script, tmp_path
   assert '| quadratic | 20 |' in table
 
 
-def test_compile_level_compares_both_levels_in_fresh_processes(script, tmp_path):
+def test_compile_level_compares_settings_in_fresh_processes(script, tmp_path):
   table = script('compile_level', '--rounds', '1', '--settings', 'O3', 'O1-legacy', '--cases', '--out', str(tmp_path))
   report = json.loads((tmp_path / 'compile_level.json').read_text())
   assert [(r['setting'], r['xla_flags']) for r in report['runs']] == [

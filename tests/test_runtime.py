@@ -1,4 +1,4 @@
-"""Process-level settings of `jmeta.runtime`: when the compile level is set, and that XLA accepts it."""
+"""Process-level settings of `jmeta.runtime`: when the compile flags are set, and that XLA accepts them."""
 
 import os
 import subprocess
