@@ -20,9 +20,11 @@ import subprocess
 import sys
 import time
 
+from jmeta.runtime import FAST_COMPILE_FLAGS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETTINGS = {'O3': '', 'O1': '--xla_backend_optimization_level=1',
-            'O1-legacy': '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false'}
+SETTINGS = {'O3': '', 'O1': '--xla_backend_optimization_level=1',  # O1-legacy: what tune_xla_compile adds
+            'O1-legacy': ' '.join(f'{name}={value}' for name, value in FAST_COMPILE_FLAGS.items())}
 CASES = ('maml2_omniglot_5w1s', 'protonet_omniglot_60w5s')
 
 

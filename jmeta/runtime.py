@@ -11,7 +11,8 @@ import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's <malloc.h>
-_FAST_COMPILE = {'--xla_backend_optimization_level': '1', '--xla_cpu_use_fusion_emitters': 'false'}
+FAST_COMPILE_FLAGS = {'--xla_backend_optimization_level': '1', '--xla_cpu_use_fusion_emitters': 'false'}
+"""The `XLA_FLAGS` entries `tune_xla_compile` adds, flag name to value."""
 
 
 def tune_malloc() -> bool:
@@ -65,7 +66,7 @@ def tune_xla_compile() -> bool:
     from jax._src import xla_bridge
     if xla_bridge.backends_are_initialized():
       return False
-  added = [f'{name}={value}' for name, value in _FAST_COMPILE.items() if name not in flags]
+  added = [f'{name}={value}' for name, value in FAST_COMPILE_FLAGS.items() if name not in flags]
   os.environ['XLA_FLAGS'] = ' '.join([flags, *added]).strip()
   return bool(added)
 
