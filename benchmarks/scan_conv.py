@@ -1,17 +1,21 @@
 """A meta-step run inside `lax.scan` (as `jmeta.fit` runs its steps) against the same step as one jitted call,
-with `flax.linen.Conv`, `jmeta.nn.Conv` or `conv_variants.XlaIm2colGradConv` in the encoder and the relation module.
+with `flax.linen.Conv`, `jmeta.nn.Conv` (impl 'im2col' or 'xla') or `conv_variants.XlaIm2colGradConv` in the
+encoder and the relation module.
 
-XLA:CPU's own convolutions ran about 10x slower inside the scan for the Relation Network step; `jmeta.nn.Conv`
-(strided slices and a matmul) does not. `xla_im2col_grad` runs XLA's convolution forward and for the input's
-gradient (the kernel's gradient is a matmul). Prints one JSON line per variant:
+XLA:CPU's own convolutions (`flax`) run 10-40x slower inside the scan: JAX's gradients of a channels-last
+convolution are not in XLA:CPU's canonical layout, and XLA makes convolutions canonical only outside loops
+(`jmeta/nn/conv.py`, `_canonical_conv`). `jmeta_xla` is the same convolution with gradients written canonical;
+`jmeta` is the im2col default (strided slices and a matmul). `xla_im2col_grad` runs XLA's convolution forward and
+for the input's gradient (the kernel's gradient is a matmul). Prints one JSON line per variant:
 
-    python benchmarks/scan_conv.py --algo relation --conv flax jmeta xla_im2col_grad
+    python benchmarks/scan_conv.py --algo relation --conv flax jmeta_xla jmeta xla_im2col_grad
     python benchmarks/scan_conv.py --algo protonet --ways 60 --shots 5 --queries 5 --conv jmeta xla_im2col_grad
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -33,7 +37,8 @@ from jmeta.training.meta_step import init_state, meta_step  # noqa: E402
 
 from conv_variants import XlaIm2colGradConv  # noqa: E402  (benchmarks/, the script's own folder)
 
-CONVS = {'flax': nn.Conv, 'jmeta': jnn.Conv, 'xla_im2col_grad': XlaIm2colGradConv}
+CONVS = {'flax': nn.Conv, 'jmeta': jnn.Conv, 'jmeta_xla': functools.partial(jnn.Conv, impl='xla'),
+         'xla_im2col_grad': XlaIm2colGradConv}
 
 
 def learner(algo: str, conv: type, images, ways: int = 5):

@@ -1,5 +1,7 @@
 """`jmeta.nn.Conv` against `flax.linen.Conv`: values, first- and second-order gradients, vmap, both impls."""
 
+import re
+
 import chex
 import flax.linen as nn
 import jax
@@ -119,8 +121,38 @@ def test_impls_agree_and_extra_batch_dims_and_unbatched_inputs_work():
 def test_one_and_three_dimensional_windows_equal_flax():
   for shape, kernel_size, padding in [((2, 10, 3), 3, 'CAUSAL'), ((2, 10, 7), (4,), 'VALID'),
                                       ((1, 5, 6, 7, 2), (2, 3, 2), 'SAME')]:
-    ref, ours, params, x = _pair((shape, kernel_size, 2, padding, True), 'im2col')
-    chex.assert_trees_all_close(jax.jit(ours.apply)(params, x), jax.jit(ref.apply)(params, x), atol=2e-5, rtol=2e-5)
+    for impl in IMPLS:
+      ref, ours, params, x = _pair((shape, kernel_size, 2, padding, True), impl)
+      chex.assert_trees_all_close(jax.jit(ours.apply)(params, x), jax.jit(ref.apply)(params, x), atol=2e-5,
+                                  rtol=2e-5)
+      chex.assert_trees_all_close(jax.jit(jax.grad(_loss(ours), argnums=(0, 1)))(params, x),
+                                  jax.jit(jax.grad(_loss(ref), argnums=(0, 1)))(params, x), atol=1e-4, rtol=1e-4)
+
+
+def _conv_dim_labels(compiled) -> list[str]:
+  return re.findall(r'convolution\(.*dim_labels=([^,\s]+)', compiled.as_text())
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's convolution canonicalization")
+@pytest.mark.parametrize('case', [CASES[2], CASES[3]])
+def test_xla_impl_gradients_inside_a_scan_are_canonical_convolutions(case):
+  # XLA:CPU runs a convolution fast only in the canonical layout [b, spatial, f] x [spatial, i, o] -> [b, spatial,
+  # f], and canonicalizes the others only outside loops, so a gradient step in a scan body must emit that layout.
+  ref, ours, params, x = _pair(case, 'xla')
+
+  def train(model):
+    grad = jax.grad(_loss(model), argnums=(0, 1))
+
+    def body(carry, _):
+      p, v = carry
+      gp, gv = grad(p, v)
+      return (jax.tree.map(lambda a, b: a - 0.01 * b, p, gp), v - 0.01 * gv), None
+
+    return jax.jit(lambda p, v: jax.lax.scan(body, (p, v), None, length=2)[0])
+
+  labels = _conv_dim_labels(train(ours).lower(params, x).compile())
+  assert len(labels) == 3 and set(labels) == {'b01f_01io->b01f'}, labels
+  chex.assert_trees_all_close(train(ours)(params, x), train(ref)(params, x), atol=1e-4, rtol=1e-4)
 
 
 def test_impl_resolution():

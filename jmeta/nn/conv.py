@@ -11,10 +11,16 @@ On XLA:CPU the patches also make a plain (non-vmapped) training step as fast or 
 pass alone without per-task weights about 1.7x slower than `lax.conv_general_dilated`: pass `impl='xla'` for
 evaluation-only passes. On GPU and TPU the default keeps `lax.conv_general_dilated`: cuDNN's and the TPU's
 convolutions are good there.
+
+`impl='xla'` on the CPU backend differentiates `lax.conv_general_dilated` so that its gradients are convolutions in
+XLA:CPU's canonical layout: JAX's own are not, and XLA makes them canonical only outside loops, so inside a
+`lax.scan` (an inner loop, `jmeta.fit`'s steps) `flax.linen.Conv`'s gradients ran 20-35x slower here. Second
+derivatives (MAML's second-order meta-gradient through an inner loop) still take JAX's rules, and stay slow in loops.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Callable, Sequence
 
@@ -25,6 +31,7 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 from flax.linen.linear import canonicalize_padding, default_kernel_init
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
@@ -146,10 +153,63 @@ def _conv_xla(x, kernel, strides, pads, precision):
   n = kernel.ndim - 2
   batch = x.shape[:x.ndim - n - 1]
   xb = x.reshape((int(np.prod(batch)),) + x.shape[len(batch):])
-  spec = ''.join('HWDEFGIJ'[:n])
-  dn = lax.conv_dimension_numbers(xb.shape, kernel.shape, (f'N{spec}C', f'{spec}IO', f'N{spec}C'))
-  y = lax.conv_general_dilated(xb, kernel, strides, pads, dimension_numbers=dn, precision=precision)
+  if jax.default_backend() == 'cpu':
+    y = _canonical_conv(xb, kernel, tuple(strides), tuple(pads), precision)
+  else:
+    y = _channels_last_conv(xb, kernel, strides, pads, precision)
   return y.reshape(batch + y.shape[1:])
+
+
+def _channels_last_conv(x, kernel, strides, pads, precision):
+  """`lax.conv_general_dilated` of `x: [batch, *spatial, in]` and `kernel: [*window, in, out]`."""
+  n = kernel.ndim - 2
+  spec = ''.join('HWDEFGIJ'[:n])
+  dn = lax.conv_dimension_numbers(x.shape, kernel.shape, (f'N{spec}C', f'{spec}IO', f'N{spec}C'))
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=dn, precision=precision)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _canonical_conv(x, kernel, strides, pads, precision):
+  """`_channels_last_conv`, differentiated so that reverse mode's convolutions are channels-last too.
+
+  XLA:CPU runs a convolution with Eigen or YNNPACK only if it is "canonical" (input `[batch, *spatial, in]`, kernel
+  `[*window, in, out]`, output `[batch, *spatial, out]`), and makes the others canonical by transposing their
+  operands only in the entry computation (`ConvCanonicalization`). A convolution in the body of a `lax.scan`,
+  `lax.map`, `lax.while_loop` or `lax.cond` that is not canonical runs in a naive loop instead. JAX's own
+  transposes of a channels-last convolution are not canonical (the kernel's gradient contracts over the batch; the
+  input's uses the kernel with in and out swapped), so every gradient step of an inner loop or of a training
+  `lax.scan` paid 20-35x for it here (`benchmarks/scan_conv.py`). The tangent below computes the same values
+  with its operands transposed so that its transposes, the gradients, are canonical convolutions.
+  """
+  return _channels_last_conv(x, kernel, strides, pads, precision)
+
+
+def _canonical_conv_jvp(strides, pads, precision, primals, tangents):
+  x, kernel = primals
+  dx, dkernel = tangents
+  n = kernel.ndim - 2
+  spatial = tuple(range(1, n + 1))
+  y = _channels_last_conv(x, kernel, strides, pads, precision)
+  terms = []
+  if not isinstance(dx, SymbolicZero):
+    # The kernel stored as [*window, out, in]: the input's gradient, which uses the kernel with in and out swapped,
+    # then finds it stored as [*window, in, out] of its own roles.
+    swapped = jnp.swapaxes(kernel, n, n + 1)
+    dn = lax.ConvDimensionNumbers((0, n + 1) + spatial, (n, n + 1) + tuple(range(n)), (0, n + 1) + spatial)
+    terms.append(lax.conv_general_dilated(dx, swapped, strides, pads, dimension_numbers=dn, precision=precision))
+  if not isinstance(dkernel, SymbolicZero):
+    # The input as [in, *spatial, batch] and the kernel as [in, *window, out], the output as [*spatial, batch,
+    # out]: the kernel's gradient then convolves [in, *spatial, batch] with [*spatial, batch, out] into
+    # [in, *window, out], a canonical convolution with `in` as its batch and `batch` as its features.
+    xt = jnp.transpose(x, (n + 1,) + spatial + (0,))
+    kt = jnp.transpose(dkernel, (n,) + tuple(range(n)) + (n + 1,))
+    dn = lax.ConvDimensionNumbers((n + 1, 0) + spatial, (n + 1, 0) + spatial, (n, n + 1) + tuple(range(n)))
+    z = lax.conv_general_dilated(xt, kt, strides, pads, dimension_numbers=dn, precision=precision)
+    terms.append(jnp.transpose(z, (n,) + tuple(range(n)) + (n + 1,)))
+  return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+_canonical_conv.defjvp(_canonical_conv_jvp, symbolic_zeros=True)
 
 
 def _shifted_views(x, window, strides, pads, lead):
