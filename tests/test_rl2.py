@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jmeta.algorithms.rl2  # noqa: F401  (jmeta.algorithms.rl2 as an attribute is the function)
 from jmeta import envs, rollout
 from jmeta.algorithms.rl2 import GRUPolicy, clipped_surrogate, gae, init_params, recurrent_policy, rl2, trial_split
 from jmeta.tasks import Task
