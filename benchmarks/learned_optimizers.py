@@ -32,7 +32,7 @@ import optax
 from jmeta import optimizers as lo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 BASELINES = {
     'adam': lambda lr: optax.adam(lr),
     'rmsprop': lambda lr: optax.rmsprop(lr),
@@ -135,10 +135,34 @@ def summary(c: np.ndarray, at) -> dict:
   return row
 
 
-def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict) -> dict:
+def sign_test(wins: int, n: int) -> float:
+  """Two-sided exact binomial p-value of `wins` successes in `n` trials at probability 1/2."""
+  if n == 0:
+    return 1.0
+  tail = sum(math.comb(n, k) for k in range(min(wins, n - wins) + 1)) / 2 ** n
+  return min(1.0, 2 * tail)
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+  """`a` against `b`, the final losses of two optimizers on the same tasks `[tasks]`: the mean per-task log ratio
+  `log(a / b)` with a 95% t-interval (1.96 for 30+ tasks), the tasks where `a` is lower, and the sign test's p-value.
+  Tasks where either diverged (non-finite) are left out and counted."""
+  ok = np.isfinite(a) & np.isfinite(b)
+  d = np.log(np.maximum(a[ok], 1e-30)) - np.log(np.maximum(b[ok], 1e-30))
+  n, ties = int(d.size), int((d == 0).sum())
+  wins = int((d < 0).sum())
+  return {'mean_log_ratio': float(d.mean()) if n else None,
+          'ci95': float(1.96 * d.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+          'median_ratio': float(np.exp(np.median(d))) if n else None,
+          'lower_on': wins, 'tasks': n, 'ties': ties, 'left_out': int((~ok).sum()),
+          'sign_test_p': sign_test(wins, n - ties)}
+
+
+def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict) -> tuple[dict, dict]:
   """Curves of each optimizer on each family's held-out tasks: the learned optimizers ({name: (make, meta_params)})
-  in one program, the baselines in tuning's."""
-  out = {}
+  in one program, the baselines in tuning's. Also each learned optimizer against each tuned baseline, task by task
+  (`paired`), keyed 'family/steps'."""
+  out, pairs = {}, {}
   for fname, family in families.items():
     out[fname] = {}
     for steps in horizons[fname]:
@@ -151,11 +175,13 @@ def evaluate(families, learned: dict, tuned: dict, keys: dict, horizons: dict) -
       makes, args = _baselines(grid)
       for name, c in zip(BASELINES, curves(makes, family, keys[fname], steps, args)):
         res[name] = c[grid.index(tuned[fname][str(steps)][name]['best_lr'])]
+      pairs[f'{fname}/{steps}'] = {f'{name} vs {base}': paired(res[name][:, steps], res[base][:, steps])
+                                   for name in learned for base in BASELINES}
       at = sorted({0, 10, min(50, steps), min(100, steps), steps})
       out[fname][str(steps)] = {
           name: {'at': summary(c, at), 'mean_curve': np.nanmean(np.where(np.isfinite(c), c, np.nan), 0).tolist()}
           for name, c in res.items()}
-  return out
+  return out, pairs
 
 
 def plot(report: dict, path: str) -> None:
@@ -194,6 +220,15 @@ def table(report: dict) -> str:
   for f, by in report['tuning'].items():
     for s, t in by.items():
       lines.append(f'| {f} | {s} | ' + ' | '.join(f"{t[n]['best_lr']:g}" for n in BASELINES) + ' |')
+  if report.get('paired'):
+    lines += ['', '| family / steps | pair | mean log(loss ratio) ± 95% | median ratio | lower on | sign test p |',
+              '|---|---|---|---|---|---|']
+    for where, by in report['paired'].items():
+      for pair, v in by.items():
+        if v['mean_log_ratio'] is None:
+          continue
+        lines.append(f"| {where} | {pair} | {v['mean_log_ratio']:.2f} ± {v['ci95']:.2f} | {v['median_ratio']:.3g} | "
+                     f"{v['lower_on']}/{v['tasks']} | {v['sign_test_p']:.2g} |")
   return '\n'.join(lines)
 
 
@@ -263,13 +298,13 @@ def main() -> None:
   for f, family in families.items():
     tuning[f] = {str(s): tune(family, train_keys, s, grid) for s in horizons[f]}
     print('tuned', f, {s: {n: t[n]['best_lr'] for n in t} for s, t in tuning[f].items()}, flush=True)
-  results = evaluate(families, learned, tuning, test_keys, horizons)
+  results, pairs = evaluate(families, learned, tuning, test_keys, horizons)
   report = {'benchmark': 'learned_optimizers', 'quick': quick, 'machine': machine,
             'command': 'python benchmarks/learned_optimizers.py' + (' --quick' if quick else '') +
             (f' --minutes {args.minutes:g}' if args.minutes != 8 else '') + (' --omniglot' if args.omniglot else ''),
             'training_family': 'quadratic', 'settings': settings, 'training': train,
             'grid': list(grid), 'tuning_tasks': tune_tasks, 'held_out_tasks': tasks,
-            'tuning': tuning, 'results': results}
+            'tuning': tuning, 'results': results, 'paired': pairs}
   adam100 = results['quadratic'][str(min(horizons_q))]['adam']['at'][str(min(horizons_q))]['mean']
   report['target'] = {name: {'loss': results['quadratic'][str(min(horizons_q))][name]['at'][str(min(horizons_q))]
                              ['mean'], 'adam': adam100} for name in learned}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,8 +152,18 @@ def test_learned_optimizers_quick_writes_curves_tuning_and_plot(script, tmp_path
     assert set(family['20']) == {'lopt_lstm', 'lopt_mlp', 'adam', 'rmsprop', 'sgd_momentum'}
     assert all(len(r['mean_curve']) == 21 for r in family['20'].values())
   assert all(t['20']['adam']['best_lr'] in report['grid'] for t in report['tuning'].values())
+  assert set(report['paired']) == {'quadratic/20', 'digits/20'}
+  pair = report['paired']['quadratic/20']['lopt_lstm vs adam']
+  assert pair['tasks'] + pair['left_out'] == 4 and 0 <= pair['lower_on'] <= pair['tasks']
   table = script('learned_optimizers', '--table', '--out', str(tmp_path))
-  assert '| quadratic | 20 |' in table
+  assert '| quadratic | 20 |' in table and '| quadratic/20 | lopt_lstm vs adam |' in table
+
+  bench = sys.modules['benchmarks_learned_optimizers']
+  assert bench.sign_test(0, 5) == 2 / 32 and bench.sign_test(5, 5) == 2 / 32  # all 5 one way: 2 * (1/2)^5
+  assert bench.sign_test(1, 6) == 2 * (1 + 6) / 64 and bench.sign_test(2, 4) == 1.0
+  got = bench.paired(np.array([1.0, 2.0, 4.0, np.inf]), np.array([2.0, 2.0, 2.0, 1.0]))
+  assert got['mean_log_ratio'] == 0.0 and got['median_ratio'] == 1.0 and got['ci95'] > 0
+  assert (got['lower_on'], got['tasks'], got['ties'], got['left_out'], got['sign_test_p']) == (1, 3, 1, 1, 1.0)
 
 
 def test_compile_level_compares_settings_in_fresh_processes(script, tmp_path):
